@@ -139,3 +139,59 @@ def random_input(rng: np.random.Generator, rows: int, cols: int, dtype: torch.dt
     """[rows, cols] of N(0, 1); with ``row_stride`` a column slice of a wider tensor."""
     wide = torch.tensor(rng.standard_normal((rows, row_stride or cols)), dtype=dtype)
     return wide.to(device)[:, :cols]
+
+
+@dataclass
+class PackedKV:
+    """A pool layer holding several requests' K/V in scattered pages, plus the dense truth."""
+
+    pool_layer: torch.Tensor     # [num_pages, 2 * tokens_per_page * kv_heads * head_dim]
+    page_table: torch.Tensor     # [R, max_pages] int32
+    context_lens: torch.Tensor   # [R] int32
+    k: list[np.ndarray]          # per request [ctx, kv_heads, head_dim] float64 (as stored)
+    v: list[np.ndarray]
+
+
+def pack_kv(rng: np.random.Generator, ctx_lens: list[int], kv_heads: int, head_dim: int,
+            tokens_per_page: int, dtype: torch.dtype, device: str) -> PackedKV:
+    """Requests' K/V written token by token into random pages of a NaN-filled pool."""
+    counts = [-(-n // tokens_per_page) for n in ctx_lens]
+    num_pages = sum(counts) + 3
+    kv = torch.full((num_pages, 2, tokens_per_page, kv_heads, head_dim), float("nan"),
+                    dtype=torch.float64)
+    free = list(rng.permutation(num_pages))
+    tables, ks, vs = [], [], []
+    for n, count in zip(ctx_lens, counts):
+        pages = [int(free.pop()) for _ in range(count)]
+        k = torch.tensor(rng.standard_normal((n, kv_heads, head_dim)), dtype=dtype).double()
+        v = torch.tensor(rng.standard_normal((n, kv_heads, head_dim)), dtype=dtype).double()
+        for p in range(n):
+            kv[pages[p // tokens_per_page], 0, p % tokens_per_page] = k[p]
+            kv[pages[p // tokens_per_page], 1, p % tokens_per_page] = v[p]
+        tables.append(pages)
+        ks.append(k.numpy())
+        vs.append(v.numpy())
+    width = max(counts) + 2  # extra columns: the kernels must not read past a request's pages
+    table = [t + [int(rng.integers(num_pages))] * (width - len(t)) for t in tables]
+    dev = torch.device(device)
+    return PackedKV(kv.reshape(num_pages, -1).to(dtype).to(dev),
+                    torch.tensor(table, dtype=torch.int32, device=dev),
+                    torch.tensor(ctx_lens, dtype=torch.int32, device=dev), ks, vs)
+
+
+def dense_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float,
+                    causal: bool) -> np.ndarray:
+    """Float64 softmax attention of q [Lq, H, hd] over k, v [Lk, KVH, hd], head by head.
+
+    With ``causal``, query i sees keys 0..i (Lq == Lk); otherwise every key.
+    """
+    num_heads, kv_heads = q.shape[1], k.shape[1]
+    out = np.empty_like(q)
+    for h in range(num_heads):
+        kvh = h // (num_heads // kv_heads)
+        s = q[:, h] @ k[:, kvh].T * scale  # [Lq, Lk]
+        if causal:
+            s = np.where(np.tril(np.ones_like(s, dtype=bool)), s, -np.inf)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        out[:, h] = (p / p.sum(axis=1, keepdims=True)) @ v[:, kvh]
+    return out
