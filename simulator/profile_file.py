@@ -1,0 +1,194 @@
+"""The profile file (`manylora profile` output): reading, validating and writing it.
+
+A profile is JSON (docs/internals.md, "Profile"): where it was measured (``hardware``,
+``versions``, ``model``, ``pool``, ``settings``), the measured step times over a grid of step
+shapes (``steps``), adapter load timings per tier (``adapter_loads``) and, once fitted, the
+cost model fitted from them with its cross-validated error (``fit``). The profiler in the
+engine's data plane writes it; the fitted cost model reads it. Torch-free.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from manylora.engine.model_shape import TARGETS, ModelShape
+from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
+from manylora.simulator.cost_base import CostModelError
+
+FORMAT = "manylora-profile"
+FORMAT_VERSION = 1
+
+
+class ProfileError(CostModelError):
+    """A profile file that cannot be read or does not follow the format; names where."""
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Measured durations (one per repeat, seconds) of steps of one shape."""
+
+    shape: StepShape
+    duration_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LoadTiming:
+    """Measured load times (one per repeat, seconds) of one adapter, per tier."""
+
+    rank: int
+    targets: tuple[str, ...]
+    bytes: int
+    host_to_pool_s: tuple[float, ...]
+    disk_to_host_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    hardware: Mapping[str, Any]
+    model: ModelShape
+    pool: Mapping[str, Any]
+    versions: Mapping[str, Any]
+    settings: Mapping[str, Any]
+    steps: tuple[StepTiming, ...]
+    adapter_loads: tuple[LoadTiming, ...]
+    fit: Mapping[str, Any] | None = field(default=None)
+
+    def with_fit(self, fit: Mapping[str, Any]) -> Profile:
+        return replace(self, fit=fit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "hardware": dict(self.hardware), "model": asdict(self.model), "pool": dict(self.pool),
+            "versions": dict(self.versions), "settings": dict(self.settings),
+            "steps": [{**s.shape._asdict(), "duration_s": list(s.duration_s)}
+                      for s in self.steps],
+            "adapter_loads": [{"rank": a.rank, "targets": list(a.targets), "bytes": a.bytes,
+                               "host_to_pool_s": list(a.host_to_pool_s),
+                               "disk_to_host_s": list(a.disk_to_host_s)}
+                              for a in self.adapter_loads],
+            "fit": None if self.fit is None else dict(self.fit),
+        }
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProfileError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _times(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not value:
+        raise ProfileError(f"{where}: expected a non-empty list of seconds, got {value!r}")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf):
+            raise ProfileError(f"{where}[{i}]: expected seconds > 0, got {v!r}")
+    return tuple(float(v) for v in value)
+
+
+def _mapping(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: field {key!r}: expected an object, got {value!r}")
+    return value
+
+
+def _step(entry: Any, where: str) -> StepTiming:
+    if not isinstance(entry, dict):
+        raise ProfileError(f"{where}: expected an object, got {entry!r}")
+    unknown = set(entry) - set(STEP_SHAPE_FIELDS) - {"duration_s"}
+    if unknown:
+        raise ProfileError(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    shape = StepShape(**{f: _int(entry.get(f, 0), f"{where}.{f}", 0) for f in STEP_SHAPE_FIELDS})
+    if shape.tokens == 0:
+        raise ProfileError(f"{where}: a step needs prefill_tokens or decode_requests > 0")
+    return StepTiming(shape, _times(entry.get("duration_s"), f"{where}.duration_s"))
+
+
+def _load(entry: Any, where: str) -> LoadTiming:
+    if not isinstance(entry, dict):
+        raise ProfileError(f"{where}: expected an object, got {entry!r}")
+    targets = entry.get("targets")
+    if not isinstance(targets, list) or not targets or any(t not in TARGETS for t in targets):
+        raise ProfileError(f"{where}.targets: expected a list of {', '.join(TARGETS)}, "
+                           f"got {targets!r}")
+    return LoadTiming(_int(entry.get("rank"), f"{where}.rank", 1), tuple(targets),
+                      _int(entry.get("bytes"), f"{where}.bytes", 1),
+                      _times(entry.get("host_to_pool_s"), f"{where}.host_to_pool_s"),
+                      _times(entry.get("disk_to_host_s"), f"{where}.disk_to_host_s"))
+
+
+def profile_from_dict(data: Any, source: str) -> Profile:
+    """Validate a decoded profile; errors start with ``source`` and name the entry and field."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ProfileError(f"{source}: not a manylora profile (field 'format' must be {FORMAT!r})")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ProfileError(f"{source}: field 'format_version': expected {FORMAT_VERSION}, got "
+                           f"{data.get('format_version')!r}")
+    model = _mapping(data, "model", source)
+    names = {f.name for f in fields(ModelShape)}
+    if set(model) != names:
+        raise ProfileError(f"{source}: field 'model': expected keys {sorted(names)}, got "
+                           f"{sorted(model)}")
+    try:
+        shape = ModelShape(**model)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{source}: field 'model': {exc}") from None
+    steps, loads = data.get("steps"), data.get("adapter_loads")
+    if not isinstance(steps, list) or not steps:
+        raise ProfileError(f"{source}: field 'steps': expected a non-empty list")
+    if not isinstance(loads, list) or not loads:
+        raise ProfileError(f"{source}: field 'adapter_loads': expected a non-empty list")
+    fit = data.get("fit")
+    if fit is not None and not isinstance(fit, dict):
+        raise ProfileError(f"{source}: field 'fit': expected an object or null, got {fit!r}")
+    return Profile(
+        hardware=_mapping(data, "hardware", source), model=shape,
+        pool=_mapping(data, "pool", source), versions=_mapping(data, "versions", source),
+        settings=_mapping(data, "settings", source),
+        steps=tuple(_step(e, f"{source}: steps[{i}]") for i, e in enumerate(steps)),
+        adapter_loads=tuple(_load(e, f"{source}: adapter_loads[{i}]")
+                            for i, e in enumerate(loads)),
+        fit=fit)
+
+
+def parse_profile(raw: bytes, source: str) -> Profile:
+    """Decode and validate the bytes of a profile file; ``source`` names it in errors."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason
+        raise ProfileError(f"{source}: not valid JSON{where}: {reason}") from None
+    return profile_from_dict(data, source)
+
+
+def read_raw(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror or exc}") from None
+
+
+def read_profile(path: str | os.PathLike[str]) -> Profile:
+    return parse_profile(read_raw(path), str(path))
+
+
+def write_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
+    """Write atomically: a temporary file in the same folder renamed into place."""
+    path = Path(path)
+    text = json.dumps(profile.to_dict(), indent=1, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

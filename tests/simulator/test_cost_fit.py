@@ -1,0 +1,150 @@
+"""Fitting the cost model on synthetic profiles drawn from a known formula plus noise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from manylora.engine.model_shape import LLAMA2_7B
+from manylora.engine.step_shape import StepShape
+from manylora.simulator.adapter_load_model import AdapterLoadModel, TierCost, fit_tier
+from manylora.simulator.cost_terms import FORMS
+from manylora.simulator.fitted_cost_model import (
+    FittedCostModel, design_matrix, fit_coefficients, fit_profile)
+from manylora.simulator.profile_file import LoadTiming, Profile, StepTiming
+
+TRUTH = {  # seconds per unit of each term, different in the two regimes
+    "prefill_step.step": 2e-3, "prefill_step.prefill_tokens": 2e-5,
+    "prefill_step.prefill_requests": 1e-4, "prefill_step.prefill_sq_tokens": 1e-8,
+    "prefill_step.decode_requests": 3e-5, "prefill_step.decode_context_tokens": 1e-7,
+    "prefill_step.distinct_adapters": 2e-4, "prefill_step.sum_ranks": 1e-6,
+    "prefill_step.lora_token_ranks": 5e-9,
+    "decode_step.step": 1e-3, "decode_step.decode_requests": 4e-5,
+    "decode_step.decode_context_tokens": 1.5e-7, "decode_step.distinct_adapters": 1.5e-4,
+    "decode_step.sum_ranks": 8e-7, "decode_step.lora_token_ranks": 4e-9,
+}
+HOST = (2e-4, 5e9)   # latency s, bytes/s
+DISK = (3e-3, 1e9)
+TRUE_LOADS = AdapterLoadModel(TierCost(*HOST), TierCost(*DISK))
+
+
+def random_shape(rng: np.random.Generator) -> StepShape:
+    """A step like the profiler's grid: prefill, decode or both, with 0..16 adapters."""
+    kind = rng.choice(["decode", "prefill", "mixed"], p=[0.5, 0.35, 0.15])
+    prompts = rng.integers(8, 513, size=rng.integers(1, 9)) if kind != "decode" else []
+    contexts = rng.integers(8, 1025, size=rng.integers(1, 65)) if kind != "prefill" else []
+    tokens = [int(p) for p in prompts] + [1] * len(contexts)
+    distinct = int(rng.integers(0, min(len(tokens), 16) + 1))
+    ranks = rng.choice([8, 16, 32, 64], size=distinct)
+    owner = rng.integers(0, distinct, size=len(tokens)) if distinct else None
+    token_ranks = sum(t * int(ranks[o]) for t, o in zip(tokens, owner)) if distinct else 0
+    return StepShape(
+        prefill_tokens=int(sum(prompts)), prefill_requests=len(prompts),
+        prefill_sq_tokens=int(sum(int(p) ** 2 for p in prompts)),
+        decode_requests=len(contexts), decode_context_tokens=int(sum(contexts)),
+        distinct_adapters=distinct, sum_ranks=int(ranks.sum()), lora_token_ranks=token_ranks)
+
+
+def synthetic_profile(n: int, noise: float, seed: int, repeats: int = 3) -> Profile:
+    rng = np.random.default_rng(seed)
+    shapes = [random_shape(rng) for _ in range(n)]
+    truth = FittedCostModel("piecewise", TRUTH, TRUE_LOADS)
+    steps = tuple(StepTiming(s, tuple(truth.step_time(s) * rng.lognormal(0.0, noise, repeats)))
+                  for s in shapes)
+    loads = []
+    for rank in (4, 8, 16, 32, 64, 128):
+        size = rank * 100_000
+        loads.append(LoadTiming(rank, ("q", "v"), size,
+                                tuple((HOST[0] + size / HOST[1]) * rng.lognormal(0, noise, 3)),
+                                tuple((DISK[0] + size / DISK[1]) * rng.lognormal(0, noise, 3))))
+    return Profile(hardware={"device": "synthetic"}, model=LLAMA2_7B, pool={}, versions={},
+                   settings={"seed": seed}, steps=steps, adapter_loads=tuple(loads))
+
+
+
+def test_noise_free_fit_recovers_the_formula_and_picks_its_form():
+    profile = synthetic_profile(200, noise=0.0, seed=1, repeats=1)
+    fit = fit_profile(profile)
+    assert fit["form"] == "piecewise"
+    for name, value in TRUTH.items():
+        assert fit["coefficients"][name] == pytest.approx(value, rel=1e-6), name
+    assert fit["cv"]["forms"]["piecewise"]["mape_pct"] < 1e-6
+    # Forms that cannot express two regimes are measurably worse on held-out points.
+    assert fit["cv"]["forms"]["linear"]["mape_pct"] > 1.0
+    assert fit["cv"]["forms"]["lean"]["mape_pct"] > 1.0
+    for tier, (latency, bandwidth) in (("host", HOST), ("disk", DISK)):
+        assert fit["adapter_loads"][tier]["latency_s"] == pytest.approx(latency, rel=1e-6)
+        assert fit["adapter_loads"][tier]["bytes_per_s"] == pytest.approx(bandwidth, rel=1e-6)
+
+
+def test_noisy_fit_recovers_the_dominant_terms_and_reports_honest_cv_error():
+    noise = 0.05
+    fit = fit_profile(synthetic_profile(400, noise=noise, seed=2))
+    assert fit["form"] == "piecewise"
+    coef = fit["coefficients"]
+    for name in ("prefill_step.step", "prefill_step.prefill_tokens",
+                 "prefill_step.prefill_sq_tokens", "decode_step.step",
+                 "decode_step.decode_requests", "decode_step.decode_context_tokens"):
+        assert coef[name] == pytest.approx(TRUTH[name], rel=0.2), name
+    cv, in_sample = fit["cv"]["forms"]["piecewise"], fit["in_sample"]
+    # The median of 3 lognormal(0, 5%) repeats is off by ~2.7% on average (mean |N(0, s)|
+    # with s = 5% * sqrt(pi / 6)); the fit cannot beat the noise and should not add much.
+    noise_floor = noise * np.sqrt(np.pi / 6) * np.sqrt(2 / np.pi) * 100
+    assert 0.7 * noise_floor < cv["mape_pct"] < 1.4 * noise_floor
+    assert cv["mape_pct"] >= 0.95 * in_sample["mape_pct"]
+    assert cv["mape_pct"] <= cv["p90_ape_pct"] <= cv["max_ape_pct"]
+    assert fit["cv"]["folds"] == 5 and fit["cv"]["points"] == 400
+
+
+def test_fit_is_deterministic_for_a_seed():
+    profile = synthetic_profile(120, noise=0.05, seed=3)
+    assert fit_profile(profile, seed=7) == fit_profile(profile, seed=7)
+
+
+def test_fitted_model_predicts_held_out_steps():
+    train, test = synthetic_profile(300, 0.03, seed=4), synthetic_profile(100, 0.0, seed=5, repeats=1)
+    model = FittedCostModel.from_profile(train)
+    predicted = model.step_times(np.array([s.shape for s in test.steps], dtype=np.float64))
+    truth = np.array([s.duration_s[0] for s in test.steps])
+    assert np.median(np.abs(predicted / truth - 1)) < 0.03
+
+
+def test_from_profile_uses_the_stored_fit():
+    profile = synthetic_profile(60, 0.05, seed=6)
+    fit = fit_profile(profile)
+    fit["coefficients"] = {name: 0.0 for name in fit["coefficients"]}
+    fit["coefficients"][next(iter(FORMS[fit["form"]]))] = 0.25  # the fixed per-step term
+    model = FittedCostModel.from_profile(profile.with_fit(fit))
+    assert model.step_time(StepShape(decode_requests=3, decode_context_tokens=90)) == 0.25
+
+
+def test_nnls_never_returns_negative_coefficients():
+    profile = synthetic_profile(80, 0.2, seed=8)
+    shapes = np.array([s.shape for s in profile.steps], dtype=np.float64)
+    seconds = np.array([np.median(s.duration_s) for s in profile.steps])
+    for form in FORMS:
+        assert np.all(fit_coefficients(design_matrix(form, shapes), seconds) >= 0.0)
+
+
+def test_blocking_adapter_copies_add_their_host_load_time():
+    model = FittedCostModel("piecewise", TRUTH, TRUE_LOADS)
+    base = StepShape(decode_requests=4, decode_context_tokens=400, distinct_adapters=2,
+                     sum_ranks=24, lora_token_ranks=40)
+    blocked = base._replace(adapter_loads=2, adapter_load_bytes=3_000_000)
+    expected = 2 * HOST[0] + 3_000_000 / HOST[1]
+    assert model.step_time(blocked) - model.step_time(base) == pytest.approx(expected)
+    assert model.adapter_load_time(3_000_000, "disk") == pytest.approx(DISK[0] + 3e6 / DISK[1])
+
+
+@pytest.mark.parametrize("latency, bandwidth", [(1e-4, 12e9), (0.0, 3e9), (5e-3, 1e8)])
+def test_fit_tier_recovers_latency_and_bandwidth(latency, bandwidth):
+    rng = np.random.default_rng(9)
+    sizes = rng.integers(10_000, 50_000_000, size=40).astype(float)
+    times = (latency + sizes / bandwidth) * rng.lognormal(0.0, 0.02, size=40)
+    tier = fit_tier(sizes, times)
+    assert tier.bytes_per_s == pytest.approx(bandwidth, rel=0.05)
+    assert tier.latency_s == pytest.approx(latency, rel=0.2, abs=2e-5)
+
+
+def test_fit_tier_with_one_size_puts_everything_on_bandwidth():
+    tier = fit_tier([1000.0, 1000.0], [1e-3, 1e-3])
+    assert tier.latency_s == 0.0 and tier.time(1000.0) == pytest.approx(1e-3)
