@@ -51,7 +51,7 @@ class ModuleLora:
 
 
 @dataclass(frozen=True)
-class AdapterSpec:
+class PeftAdapter:
     """A validated adapter folder; the weights are still on disk."""
 
     path: Path
@@ -176,7 +176,7 @@ def resolve_modules(cfg: Mapping[str, Any], path: Path,
     return out
 
 
-def read_adapter(folder: str | Path, config: ModelConfig) -> AdapterSpec:
+def read_adapter(folder: str | Path, config: ModelConfig) -> PeftAdapter:
     """Parse and validate one PEFT adapter folder against the base model; reads no weights."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -221,10 +221,10 @@ def read_adapter(folder: str | Path, config: ModelConfig) -> AdapterSpec:
         ranks[mod.target] = max(ranks.get(mod.target, 0), mod.rank)
         # the first adapted layer's scale is the kernels'; other layers fold the ratio into B
         scales.setdefault(mod.target, mod.scale if mod.scale != 0 else 1.0)
-    return AdapterSpec(folder, weights_path, tuple(modules), ranks, scales)
+    return PeftAdapter(folder, weights_path, tuple(modules), ranks, scales)
 
 
-def pack_adapter(spec: AdapterSpec, layout: PoolLayout, dtype: torch.dtype,
+def pack_adapter(spec: PeftAdapter, layout: PoolLayout, dtype: torch.dtype,
                  pin_memory: bool = False) -> torch.Tensor:
     """Read the weights and lay them out for the pool: [num_layers, num_pages, page_elems].
 
