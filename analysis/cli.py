@@ -10,9 +10,10 @@ import argparse
 import sys
 from typing import Sequence
 
+from manylora.analysis import commands as analysis_commands
 from manylora.traces import cli as traces_cli
 
-COMMAND_MODULES = (traces_cli,)
+COMMAND_MODULES = (traces_cli, analysis_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

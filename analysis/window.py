@@ -41,6 +41,16 @@ class Window:
     def is_everything(self) -> bool:
         return not (self.warmup_s or self.cooldown_s or self.warmup_frac or self.cooldown_frac)
 
+    def describe(self) -> str:
+        """One line for reports, e.g. 'all requests' or 'excluding the first 10 s ...'."""
+        if self.is_everything:
+            return "all requests"
+        if self.warmup_frac or self.cooldown_frac:
+            return (f"excluding the first {self.warmup_frac:.0%} and last "
+                    f"{self.cooldown_frac:.0%} of requests by arrival")
+        return (f"excluding requests arriving in the first {self.warmup_s:g} s and last "
+                f"{self.cooldown_s:g} s")
+
     def select(self, requests: pd.DataFrame) -> pd.DataFrame:
         """The rows of a requests table inside the window (same columns, original order)."""
         if self.is_everything or requests.empty:

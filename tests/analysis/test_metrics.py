@@ -110,6 +110,8 @@ def test_window_by_fraction_and_by_time(tiny):
         assert s["throughput_rps"] == pytest.approx(2 / 5.5)
         assert s["attainment_slora"] == pytest.approx(1 / 3)
     assert Window(warmup_frac=0.1).select(tiny)["request_id"].tolist() == [0, 1, 2, 3, 4]
+    assert Window().describe() == "all requests"
+    assert "first 20% and last 20%" in Window(warmup_frac=0.2, cooldown_frac=0.2).describe()
     with pytest.raises(ValueError, match="cannot be combined"):
         Window(warmup_s=1, cooldown_frac=0.1)
     with pytest.raises(ValueError, match="Window.warmup_frac"):

@@ -1,0 +1,94 @@
+"""One look for every manylora figure: fonts, colours, markers, layout, and how files are saved.
+
+Figures are built as ``matplotlib.figure.Figure`` objects on the Agg canvas (never pyplot), so
+plotting holds no global state, works without a display and can be inspected by tests. Colours
+are the Okabe-Ito palette (distinguishable with colour-blindness and in greyscale with the
+markers). Layout is matplotlib's constrained layout, which keeps labels and legends from
+overlapping. Every figure is saved as PNG (for reading) and PDF (for papers), each written to a
+temporary name and renamed into place.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+           "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+REFERENCE_COLOR = "#555555"   # target lines (the 90% attainment line, y = x)
+PNG_DPI = 150
+
+RC: dict[str, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 5,
+    "legend.frameon": False,
+    "pdf.fonttype": 42,        # embed TrueType so PDF text stays editable and searchable
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.05,
+}
+
+
+@contextlib.contextmanager
+def styled() -> Iterator[None]:
+    """rcParams of the house style while artists are created (they read rcParams then)."""
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.0,
+               height: float = 3.8) -> tuple[Figure, list]:
+    """A constrained-layout figure of ``nrows x ncols`` panels; call inside :func:`styled`.
+    ``width``/``height`` are per panel, in inches."""
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def series_style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th series (cycles after 8 / 32 series)."""
+    return {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
+
+
+def _atomic_savefig(fig: Figure, path: Path, fmt: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format=fmt, dpi=PNG_DPI)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig: Figure, folder: str | Path, name: str) -> list[Path]:
+    """Write ``folder/name.png`` and ``folder/name.pdf``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with styled():
+        for fmt in ("png", "pdf"):
+            path = folder / f"{name}.{fmt}"
+            _atomic_savefig(fig, path, fmt)
+            paths.append(path)
+    return paths
