@@ -15,7 +15,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, KernelInputError, check_index,
                                             check_size, check_tensor, next_pow2, pow2_align)
 from manylora.kernels.lora_args import check_lora_meta, slot_groups
-from manylora.kernels.pool_gather import gather_rows, pool_offsets
+from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
 
 
 @triton.jit
@@ -49,9 +49,13 @@ def _lora_expand_decode_kernel(
         offs_r = r0 + tl.arange(0, BLOCK_R)
         mask_r = offs_r < rank
         hv = tl.load(h_ptr + t.to(tl.int64) * stride_ht + offs_r, mask=mask_r, other=0.0)
-        e = b_offset + offs_r[:, None] * d_out + offs_n[None, :]  # [BLOCK_R, BLOCK_N]
-        mask = mask_r[:, None] & mask_n[None, :]
-        addr = pool_offsets(pages_row, e, mask, PAGE_ELEMS)
+        mask = mask_r[:, None] & mask_n[None, :]  # [BLOCK_R, BLOCK_N]
+        if BLOCK_N <= PAGE_ELEMS:
+            addr = pool_tile_offsets(pages_row, b_offset + offs_r * d_out + nb * BLOCK_N,
+                                     d_out - nb * BLOCK_N, mask_r, BLOCK_N, PAGE_ELEMS)
+        else:
+            addr = pool_offsets(pages_row, b_offset + offs_r[:, None] * d_out + offs_n[None, :],
+                                mask, PAGE_ELEMS)
         # Runs of VEC elements share a page and start VEC-aligned (checked by the wrapper).
         addr = tl.max_contiguous(tl.multiple_of(addr, [1, VEC]), [1, VEC])
         b = tl.load(pool_ptr + addr, mask=mask, other=0.0)

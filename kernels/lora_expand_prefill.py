@@ -14,7 +14,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import next_pow2, pow2_align
 from manylora.kernels.lora_expand_decode import check_expand_args
 from manylora.kernels.lora_shrink_prefill import check_segments
-from manylora.kernels.pool_gather import gather_rows, pool_offsets
+from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
 
 
 @triton.jit
@@ -57,9 +57,13 @@ def _lora_expand_prefill_kernel(
         mask_r = offs_r < rank
         ht = tl.load(h_ptr + offs_m[:, None].to(tl.int64) * stride_ht + offs_r[None, :],
                      mask=mask_m[:, None] & mask_r[None, :], other=0.0)  # [BLOCK_M, BLOCK_R]
-        e = b_offset + offs_r[:, None] * d_out + offs_n[None, :]  # [BLOCK_R, BLOCK_N]
-        mask = mask_r[:, None] & mask_n[None, :]
-        addr = pool_offsets(pages_row, e, mask, PAGE_ELEMS)
+        mask = mask_r[:, None] & mask_n[None, :]  # [BLOCK_R, BLOCK_N]
+        if BLOCK_N <= PAGE_ELEMS:
+            addr = pool_tile_offsets(pages_row, b_offset + offs_r * d_out + nb * BLOCK_N,
+                                     d_out - nb * BLOCK_N, mask_r, BLOCK_N, PAGE_ELEMS)
+        else:
+            addr = pool_offsets(pages_row, b_offset + offs_r[:, None] * d_out + offs_n[None, :],
+                                mask, PAGE_ELEMS)
         # Runs of VEC elements along n share a page and start VEC-aligned (wrapper-checked).
         addr = tl.max_contiguous(tl.multiple_of(addr, [1, VEC]), [1, VEC])
         b = tl.load(pool_ptr + addr, mask=mask, other=0.0)
@@ -95,7 +99,8 @@ def lora_expand_prefill(h: torch.Tensor, pool_layer: torch.Tensor, seg_starts: t
         lora.adapter_pages, lora.adapter_pages.stride(0), lora.ranks, lora.b_offsets,
         lora.scales, d_out,
         PAGE_ELEMS=page_elems, BLOCK_M=block_m,
-        BLOCK_R=max(16, min(32, next_pow2(lora.max_rank))), BLOCK_N=block_n, VEC=pow2_align(lora.offset_align, d_out, page_elems),
+        BLOCK_R=max(16, min(32, next_pow2(lora.max_rank))), BLOCK_N=block_n,
+        VEC=pow2_align(lora.offset_align, d_out, page_elems),
         PRECISION="ieee" if y.dtype == torch.float32 else "tf32")
 
 

@@ -16,7 +16,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, KernelInputError, check_index,
                                             check_tensor, next_pow2, pow2_align, split_count)
 from manylora.kernels.lora_args import check_lora_meta, slot_groups
-from manylora.kernels.pool_gather import gather_rows, pool_offsets
+from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
 
 
 @triton.jit
@@ -52,9 +52,13 @@ def _lora_shrink_decode_kernel(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < k_end
         xv = tl.load(x_ptr + t.to(tl.int64) * stride_xt + offs_k, mask=mask_k, other=0.0)
-        e = a_offset + offs_r[:, None] * d_in + offs_k[None, :]  # [BLOCK_R, BLOCK_K]
-        mask = mask_r[:, None] & mask_k[None, :]
-        addr = pool_offsets(pages_row, e, mask, PAGE_ELEMS)
+        mask = mask_r[:, None] & mask_k[None, :]  # [BLOCK_R, BLOCK_K]
+        if BLOCK_K <= PAGE_ELEMS:
+            addr = pool_tile_offsets(pages_row, a_offset + offs_r * d_in + k0, k_end - k0,
+                                     mask_r, BLOCK_K, PAGE_ELEMS)
+        else:
+            addr = pool_offsets(pages_row, a_offset + offs_r[:, None] * d_in + offs_k[None, :],
+                                mask, PAGE_ELEMS)
         # Runs of VEC elements share a page and start VEC-aligned (checked by the wrapper).
         addr = tl.max_contiguous(tl.multiple_of(addr, [1, VEC]), [1, VEC])
         a = tl.load(pool_ptr + addr, mask=mask, other=0.0)

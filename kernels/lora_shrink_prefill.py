@@ -16,7 +16,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, INDEX_DTYPE, KernelInputError,
                                             check_tensor, next_pow2, pow2_align)
 from manylora.kernels.lora_args import check_lora_meta
-from manylora.kernels.pool_gather import gather_rows, pool_offsets
+from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
 
 
 @triton.jit
@@ -58,9 +58,13 @@ def _lora_shrink_prefill_kernel(
         mask_k = offs_k < d_in
         xt = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * stride_xt + offs_k[None, :],
                      mask=mask_m[:, None] & mask_k[None, :], other=0.0)  # [BLOCK_M, BLOCK_K]
-        e = a_offset + offs_r[None, :] * d_in + offs_k[:, None]  # [BLOCK_K, BLOCK_R]: A^T
-        mask = mask_k[:, None] & mask_r[None, :]
-        addr = pool_offsets(pages_row, e, mask, PAGE_ELEMS)
+        mask = mask_k[:, None] & mask_r[None, :]  # [BLOCK_K, BLOCK_R]: A^T
+        if BLOCK_K <= PAGE_ELEMS:
+            addr = tl.trans(pool_tile_offsets(pages_row, a_offset + offs_r * d_in + k0,
+                                              d_in - k0, mask_r, BLOCK_K, PAGE_ELEMS))
+        else:
+            addr = pool_offsets(pages_row, a_offset + offs_r[None, :] * d_in + offs_k[:, None],
+                                mask, PAGE_ELEMS)
         # Runs of VEC elements along k share a page and start VEC-aligned (wrapper-checked).
         addr = tl.max_contiguous(tl.multiple_of(addr, [VEC, 1]), [VEC, 1])
         a = tl.load(pool_ptr + addr, mask=mask, other=0.0)

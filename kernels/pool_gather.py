@@ -3,8 +3,10 @@
 An adapter's per-layer weights are one flat element space spread over its page list: flat
 element ``e`` lives on page ``pages[e // page_elems]`` at offset ``e % page_elems``. A target's
 ``A`` is ``[rank, d_in]`` at ``a_offset`` and its ``B^T`` is ``[rank, d_out]`` at ``b_offset``.
-``pool_offsets`` computes element addresses inside Triton kernels; ``gather_rows`` copies one
-such matrix out of the pool with plain torch for the references and baselines.
+``pool_offsets`` (any element) and ``pool_tile_offsets`` (a tile of row chunks no wider than a
+page: two page-table reads per row instead of one per element) compute element addresses inside
+Triton kernels; ``gather_rows`` copies one such matrix out of the pool with plain torch for the
+references and baselines.
 """
 from __future__ import annotations
 
@@ -18,6 +20,25 @@ def pool_offsets(pages_row_ptr, e, mask, PAGE_ELEMS: tl.constexpr):
     """Element offsets into ``pool_layer`` of flat adapter elements ``e`` (any shape)."""
     page = tl.load(pages_row_ptr + e // PAGE_ELEMS, mask=mask, other=0)
     return page.to(tl.int64) * PAGE_ELEMS + e % PAGE_ELEMS
+
+
+@triton.jit
+def pool_tile_offsets(pages_row_ptr, row_start, num_valid, mask_row, BLOCK: tl.constexpr,
+                      PAGE_ELEMS: tl.constexpr):
+    """Offsets [R, BLOCK] of flat elements ``row_start[:, None] + arange(BLOCK)[None, :]``.
+
+    row_start: [R] flat element of each row's first tile column. BLOCK <= PAGE_ELEMS, so a row
+    chunk touches at most two pages; only the first ``num_valid`` columns are ever loaded, so
+    the second page is looked up only when those reach it (never past the page list).
+    """
+    first = row_start // PAGE_ELEMS
+    start = row_start % PAGE_ELEMS
+    col = start[:, None] + tl.arange(0, BLOCK)[None, :]  # [R, BLOCK], < 2 * PAGE_ELEMS
+    crosses = start + tl.minimum(num_valid, BLOCK) > PAGE_ELEMS
+    lo = tl.load(pages_row_ptr + first, mask=mask_row, other=0).to(tl.int64)
+    hi = tl.load(pages_row_ptr + first + 1, mask=mask_row & crosses, other=0).to(tl.int64)
+    return tl.where(col < PAGE_ELEMS, lo[:, None] * PAGE_ELEMS + col,
+                    hi[:, None] * PAGE_ELEMS + col - PAGE_ELEMS)
 
 
 def gather_rows(pool_layer: torch.Tensor, pages_row: torch.Tensor, offset: int, rows: int,

@@ -19,6 +19,7 @@ CASES = [
     pytest.param([int(r) for r in np.resize([1, 8, 16, 64, 128], 64)], 96, 67, 35, 2 * 3 * 6, False,
                  id="64-adapters"),
     pytest.param([256, 32], 4, 128, 64, 2 * 4 * 16, True, id="rank256-aligned"),
+    pytest.param([64, 8, 16, 128], 12, 1031, 515, 2 * 1 * 520, False, id="large-odd"),
 ]
 
 

@@ -23,6 +23,8 @@ CASES = [
                  id="64-adapters"),
     pytest.param([256, 32], [(20, 1), (19, 0)], 128, 64, 2 * 4 * 16, True,
                  id="rank256-aligned"),
+    pytest.param([64, 8, 16, 128], [(40, 3), (5, 1), (1, 0), (19, 2)], 1031, 515, 2 * 1 * 520,
+                 False, id="large-odd"),
 ]
 
 
