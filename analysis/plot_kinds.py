@@ -20,7 +20,8 @@ from manylora.analysis.plots_sweep import SWEEP_PLOTS, SweepPlot, plot_sweep
 from manylora.analysis.run_folder import Run, read_run
 from manylora.analysis.slo import SLO
 from manylora.analysis.style import save_figure
-from manylora.analysis.sweep_table import point_from_meta, read_sweep, sweep_rows
+from manylora.analysis.sweep_table import (point_from_meta, policy_labels, read_sweep,
+                                           sweep_rows)
 from manylora.analysis.window import Window
 
 SLO_SCALES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -76,8 +77,10 @@ class SweepKind:
         if given.sweep:
             return read_sweep(given.sweep)
         scales = SLO_SCALES if self.spec.x == "slo_scale" else (1.0,)
-        rows = [sweep_rows(run.requests, point_from_meta(run.meta, run.path), given.slo,
-                           scales, given.window) for run in _runs(given)]
+        runs = _runs(given)
+        labels = policy_labels([run.meta for run in runs])
+        rows = [sweep_rows(run.requests, point_from_meta(run.meta, run.path, label), given.slo,
+                           scales, given.window) for run, label in zip(runs, labels)]
         return pd.concat(rows, ignore_index=True)
 
     def figures(self, given: PlotInput) -> list[tuple[str, Figure]]:

@@ -102,22 +102,46 @@ def key_columns(sweep: pd.DataFrame) -> list[str]:
     return [c for c in sweep.columns if c not in metrics]
 
 
-def policy_label(meta: Mapping[str, Any]) -> str:
-    """A run's scheduling configuration as one short name: ``meta["policy"]`` when the writer
-    gave one, else the policy names of ``meta["policies"]`` joined with '+'."""
-    if isinstance(meta.get("policy"), str):
-        return meta["policy"]
-    policies = meta.get("policies")
-    if isinstance(policies, Mapping) and policies:
-        names = [str(v.get("name", k)) if isinstance(v, Mapping) else str(v)
-                 for k, v in sorted(policies.items())]
-        return "+".join(names)
-    return "default"
+def flat_settings(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's scheduler and policy settings (meta.json ``scheduler`` and ``policies``) as
+    ``{"policies.queue.queue": "fcfs", ...}``, nested configs flattened with dots."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key in sorted(value):
+                walk(f"{prefix}.{key}", value[key])
+        else:
+            flat[prefix] = value
+
+    for top in ("scheduler", "policies"):
+        if top in meta:
+            walk(top, meta[top])
+    return flat
 
 
-def point_from_meta(meta: Mapping[str, Any], where: object = "meta.json") -> dict[str, Any]:
+def policy_labels(metas: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One short policy name per run: ``meta["policy"]`` when the writer gave one, else the
+    settings in which the runs differ (``queue=fcfs, eviction=lru``), else "default"."""
+    flats = [flat_settings(meta) for meta in metas]
+    keys = sorted({k for flat in flats for k in flat})
+    differing = [k for k in keys if len({repr(flat.get(k)) for flat in flats}) > 1]
+    labels = []
+    for meta, flat in zip(metas, flats):
+        if isinstance(meta.get("policy"), str):
+            labels.append(meta["policy"])
+        elif differing:
+            labels.append(", ".join(f"{k.rsplit('.', 1)[-1]}={flat.get(k)}" for k in differing))
+        else:
+            labels.append("default")
+    return labels
+
+
+def point_from_meta(meta: Mapping[str, Any], where: object = "meta.json",
+                    policy: str | None = None) -> dict[str, Any]:
     """Sweep keys of a run from its meta.json: the workload from the trace generator's
-    parameters (docs/internals.md), the policy from :func:`policy_label`."""
+    parameters (docs/internals.md); the policy as given, else :func:`policy_labels` of the
+    run alone."""
     trace = meta.get("trace") if isinstance(meta.get("trace"), Mapping) else {}
     params = trace.get("params") if isinstance(trace.get("params"), Mapping) else {}
     arrivals = params.get("arrivals") if isinstance(params.get("arrivals"), Mapping) else {}
@@ -130,6 +154,7 @@ def point_from_meta(meta: Mapping[str, Any], where: object = "meta.json") -> dic
     cv = arrivals.get("cv", 1.0 if arrivals.get("name") == "poisson" else np.nan)
     # S-LoRA's popularity calls its exponent alpha, a Zipf law calls it exponent.
     alpha = popularity.get("alpha", popularity.get("exponent", np.nan))
-    return {"policy": policy_label(meta), "rate": arrivals.get("rate", np.nan), "cv": cv,
+    policy = policy if policy is not None else policy_labels([meta])[0]
+    return {"policy": policy, "rate": arrivals.get("rate", np.nan), "cv": cv,
             "num_adapters": params["num_adapters"], "alpha": alpha,
             "seed": trace.get("seed", meta.get("seed", 0))}

@@ -8,8 +8,8 @@ import pytest
 from manylora.analysis.cli import main
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.slo import SLO
-from manylora.analysis.sweep_table import (SweepTableError, point_from_meta, policy_label,
-                                           read_sweep, sweep_rows)
+from manylora.analysis.sweep_table import (SweepTableError, flat_settings, point_from_meta,
+                                           policy_labels, read_sweep, sweep_rows)
 from tests.analysis.runs import write_run
 
 TRACE_META = {"generator": "manylora.traces.generate", "seed": 3,
@@ -29,10 +29,17 @@ def test_point_from_meta():
         point_from_meta({"source": "engine", "trace": {"generator": "import-azure"}})
 
 
-def test_policy_label():
-    assert policy_label({"policies": {"admission": {"name": "early-abort", "slack": 1},
-                                      "eviction": "lru"}}) == "early-abort+lru"
-    assert policy_label({}) == "default"
+def test_policy_labels_name_what_differs():
+    metas = [{"scheduler": {"max_batch_size": 8}, "policies": {"queue": {"queue": q},
+                                                               "memory": {"eviction": "lru"}}}
+             for q in ("fcfs", "early-abort")]
+    assert policy_labels(metas) == ["queue=fcfs", "queue=early-abort"]
+    assert policy_labels(metas[:1]) == ["default"]
+    assert policy_labels([{**metas[0], "policy": "mine"}, metas[1]]) == ["mine",
+                                                                         "queue=early-abort"]
+    assert flat_settings(metas[0]) == {"scheduler.max_batch_size": 8,
+                                       "policies.memory.eviction": "lru",
+                                       "policies.queue.queue": "fcfs"}
 
 
 def test_sweep_rows_one_per_slo_scale(tmp_path):
