@@ -1,4 +1,4 @@
-"""The analysis subcommands: ``manylora metrics``, ``manylora compare`` and ``manylora plot``.
+"""The analysis subcommands: ``manylora metrics``, ``compare``, ``goodput`` and ``plot``.
 
 ``register(subparsers)`` adds them and ``USER_ERRORS`` lists the exceptions that mean bad
 input (printed as one line by ``analysis/cli.py``, exit status 2). This module only parses
@@ -13,13 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from manylora.analysis.compare import CompareConfig, RunMismatchError, compare_runs
+from manylora.analysis.goodput import DEFAULT_TARGET, INTERPOLATIONS, goodput_table
 from manylora.analysis.metrics import breakdown, outcome_counts, summarize
 from manylora.analysis.outputs import write_csv
 from manylora.analysis.plot_kinds import PLOT_KINDS, PlotInputError, render_plot
 from manylora.analysis.report import format_value
 from manylora.analysis.run_folder import RunFolderError, read_run
 from manylora.analysis.slo import SLO
-from manylora.analysis.sweep_table import SweepTableError
+from manylora.analysis.sweep_table import SweepTableError, key_columns, read_sweep
 from manylora.analysis.window import Window
 from manylora.simulator.cost_model import CostModelError, cost_model_from_args
 
@@ -106,6 +107,23 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_goodput(args: argparse.Namespace) -> int:
+    sweep = read_sweep(args.sweep)
+    if args.metric not in sweep.columns:
+        raise OptionError(f"{args.sweep} has no metric column {args.metric!r}")
+    by = args.by.split(",") if args.by else [
+        k for k in key_columns(sweep) if k not in ("rate", "seed") and sweep[k].nunique() > 1]
+    try:
+        table = goodput_table(sweep, by, metric=args.metric, target=args.target,
+                              interpolation=args.interpolation)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from exc
+    _print_table(table)
+    if args.output:
+        print(f"wrote {write_csv(table, args.output)}", file=sys.stderr)
+    return 0
+
+
 def _run_plot(args: argparse.Namespace) -> int:
     slo, window = _slo_window(args)
     paths = render_plot(args.kind, args.output, sweep=args.sweep, runs=args.runs,
@@ -144,6 +162,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cost.add_argument("--model-shape", metavar="NAME", help="roofline model shape")
     _add_slo_options(p)
     p.set_defaults(func=_run_compare)
+
+    p = subparsers.add_parser("goodput", help="highest request rate with SLO attainment >= "
+                              "a target, per policy/configuration, from a sweep table")
+    p.add_argument("sweep", metavar="TABLE", help="sweep table (.csv or .parquet)")
+    p.add_argument("--by", metavar="COL[,COL...]",
+                   help="group columns (default: every key that varies, except rate and seed)")
+    p.add_argument("--metric", default="attainment_slora", help="attainment column "
+                   "(default %(default)s; attainment_distserve for TTFT and TPOT)")
+    p.add_argument("--target", type=float, default=DEFAULT_TARGET,
+                   help="attainment target (default %(default)s)")
+    p.add_argument("--interpolation", choices=tuple(INTERPOLATIONS), default="linear",
+                   help="linear: interpolate between swept rates; none: highest swept rate")
+    p.add_argument("-o", "--output", metavar="CSV", help="also write the table as CSV")
+    p.set_defaults(func=_run_goodput)
 
     p = subparsers.add_parser("plot", help="SLO, throughput, occupancy and latency figures "
                               "(PNG and PDF) from a sweep table or run folders")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from manylora.analysis.cli import main
 from tests.analysis.runs import write_run
@@ -43,6 +44,16 @@ def test_plot_command_from_sweep_and_runs(tmp_path, capsys):
     assert main(["plot", "latency-cdf", str(run), str(run), "-o", str(tmp_path / "figs")]) == 0
     assert {"pool_occupancy.pdf", "latency_cdf.png"} <= {
         p.name for p in (tmp_path / "figs").iterdir()}
+
+
+def test_goodput_command(tmp_path, capsys):
+    sweep = tmp_path / "sweep.csv"
+    sweep_over("rate").to_csv(sweep, index=False)
+    assert main(["goodput", str(sweep), "-o", str(tmp_path / "g.csv")]) == 0
+    table = pd.read_csv(tmp_path / "g.csv").set_index("policy")
+    # seed-averaged fcfs: 0.99 at rate 1, 0.94 at 2, 0.59 at 4 -> 2 + 0.04 / 0.35 * 2
+    assert table.loc["fcfs", "goodput_rps"] == pytest.approx(2 + 0.04 / 0.35 * 2)
+    assert main(["goodput", str(sweep), "--metric", "nope"]) == 2
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
