@@ -2,7 +2,8 @@
 
 Each token names its own slot ``s`` (-1 = no LoRA) and reads its adapter's ``A`` (``[rank, d_in]``)
 straight from the paged pool. The grid is (token, rank block, K split): programs past a slot's
-rank exit at once, so a batch mixing ranks 8 and 128 does rank-8 work for rank-8 tokens. When
+rank only store zeros and read no weights, so a batch mixing ranks 8 and 128 does rank-8 work
+for rank-8 tokens, and the output needs no separate memset. When
 the batch is too small to fill the device, ``d_in`` is split and the partial sums are added in
 a fixed order (deterministic, no atomics).
 """
@@ -29,24 +30,24 @@ def _lora_shrink_decode_kernel(
     # per slot: pages [S, stride_pages], rank [S], a_offset [S]
     pages_ptr, stride_pages, ranks_ptr, a_offsets_ptr,
     # sizes
-    d_in, k_per_split,
+    d_in, k_per_split, h_cols,
     PAGE_ELEMS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, VEC: tl.constexpr,
 ):
     t = tl.program_id(0)
     rb = tl.program_id(1)
     split = tl.program_id(2)
+    # Every program stores its block of h (zeros when idle), so h needs no memset.
     slot = tl.load(token_slots_ptr + t)
-    if slot < 0:
-        return
-    rank = tl.load(ranks_ptr + slot)
-    if rb * BLOCK_R >= rank:
-        return
-    a_offset = tl.load(a_offsets_ptr + slot)
-    pages_row = pages_ptr + slot.to(tl.int64) * stride_pages
+    live_slot = tl.maximum(slot, 0)
+    rank = tl.where(slot >= 0, tl.load(ranks_ptr + live_slot), 0)
+    a_offset = tl.load(a_offsets_ptr + live_slot)
+    pages_row = pages_ptr + live_slot.to(tl.int64) * stride_pages
     offs_r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     mask_r = offs_r < rank
     k_start = split * k_per_split
     k_end = tl.minimum(k_start + k_per_split, d_in)
+    # past the slot's rank (or no LoRA): an empty loop, no weight is read
+    k_end = tl.where(rb * BLOCK_R < rank, k_end, k_start)
     acc = tl.zeros([BLOCK_R], dtype=tl.float32)
     for k0 in range(k_start, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -63,7 +64,8 @@ def _lora_shrink_decode_kernel(
         addr = tl.max_contiguous(tl.multiple_of(addr, [1, VEC]), [1, VEC])
         a = tl.load(pool_ptr + addr, mask=mask, other=0.0)
         acc += tl.sum(a.to(tl.float32) * xv.to(tl.float32)[None, :], axis=1)
-    tl.store(h_ptr + split * stride_hs + t.to(tl.int64) * stride_ht + offs_r, acc, mask=mask_r)
+    tl.store(h_ptr + split * stride_hs + t.to(tl.int64) * stride_ht + offs_r, acc,
+             mask=offs_r < h_cols)
 
 
 def lora_shrink_decode(x: torch.Tensor, pool_layer: torch.Tensor, token_slots: torch.Tensor,
@@ -92,12 +94,12 @@ def lora_shrink_decode(x: torch.Tensor, pool_layer: torch.Tensor, token_slots: t
     splits = max(1, min(splits, k_blocks))
     k_per_split = triton.cdiv(k_blocks, splits) * block_k
     splits = triton.cdiv(d_in, k_per_split)
-    h = torch.zeros(splits, num_tokens, lora.max_rank, dtype=torch.float32, device=device)
+    h = torch.empty(splits, num_tokens, lora.max_rank, dtype=torch.float32, device=device)
     vec = pow2_align(lora.offset_align, d_in, page_elems)
     _lora_shrink_decode_kernel[(num_tokens, rank_blocks, splits)](
         x, pool_layer, h, x.stride(0), h.stride(0), h.stride(1),
         token_slots, lora.adapter_pages, lora.adapter_pages.stride(0), lora.ranks,
-        lora.a_offsets, d_in, k_per_split,
+        lora.a_offsets, d_in, k_per_split, lora.max_rank,
         PAGE_ELEMS=page_elems, BLOCK_R=block_r, BLOCK_K=block_k, VEC=vec)
     return h[0] if splits == 1 else h.sum(0)
 
