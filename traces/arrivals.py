@@ -47,7 +47,8 @@ class ArrivalProcess(ABC):
               duration_s, "a positive finite number")
         horizon, expected = self._horizon(duration_s)
         points = _points_until(lambda k: self._gaps(rng, k), horizon, expected)
-        times = self._times(points)
+        # Points past the horizon may lie beyond a schedule's end (rate 0 for good).
+        times = self._times(points[points < horizon])
         return times[times < duration_s]
 
     @abstractmethod
@@ -141,23 +142,22 @@ class PiecewiseRate:
 
     def _ends(self) -> tuple[np.ndarray, np.ndarray]:
         """Cumulative rate at the start and at the end of each piece (within one period)."""
+        begin = np.concatenate([[0.0], np.cumsum(self.rates[:-1] * np.diff(self.starts))])
         if self.period is not None:
-            durations = np.diff(np.append(self.starts, self.period))
+            last = self.rates[-1] * (self.period - self.starts[-1])
         else:
-            durations = np.append(np.diff(self.starts), np.inf)
-        with np.errstate(invalid="ignore"):  # inf * 0 for a last piece of rate 0
-            mass = np.nan_to_num(self.rates * durations, nan=0.0)
-        ends = np.cumsum(mass)
-        return ends - mass, ends
+            last = np.inf if self.rates[-1] > 0 else 0.0
+        return begin, np.append(begin[1:], begin[-1] + last)
 
     def cumulative(self, t: float) -> float:
         """``L(t)``: expected arrivals (at cv 1) in ``[0, t)``."""
         begin, end = self._ends()
-        cycles = 0.0
+        whole_periods = 0.0
         if self.period is not None:
             cycles, t = divmod(t, self.period)
+            whole_periods = cycles * end[-1]
         k = int(np.searchsorted(self.starts, t, side="right")) - 1
-        return float(cycles * end[-1] + begin[k] + self.rates[k] * (t - self.starts[k]))
+        return float(whole_periods + begin[k] + self.rates[k] * (t - self.starts[k]))
 
     def inverse(self, s: np.ndarray) -> np.ndarray:
         """Real times ``t`` with ``L(t) = s``, for sorted operational times ``s``."""

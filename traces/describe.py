@@ -70,7 +70,7 @@ def format_description(summary: dict[str, Any]) -> str:
         "catalog ranks        " + ", ".join(f"{r}: {c}" for r, c in
                                             summary["catalog_ranks"].items()),
         "top adapters         " + ", ".join(
-            f"{a['adapter_id']} ({100 * a['share']:.1f}%)" for a in summary["top_adapters"]),
+            f"{a['adapter_id']} ({100 * a['share']:.3g}%)" for a in summary["top_adapters"]),
     ]
     for column in ("prompt_len", "output_len"):
         stats = summary[column]
