@@ -9,7 +9,7 @@ from manylora.traces.arrivals import (ARRIVALS, ArrivalProcess, BurstArrivals, G
                                       PoissonArrivals, ScheduleArrivals)
 from manylora.traces.catalog import (HF_MODULE_NAMES, TARGETS, CatalogConfig, CycleRanks,
                                      DrawnRanks, FixedAlpha, MixedRanks, PerRankAlpha,
-                                     parse_targets)
+                                     canonical_target, parse_targets)
 from manylora.traces.describe import describe
 from manylora.traces.errors import TraceConfigError, TraceError
 from manylora.traces.generate import TraceConfig, generate_trace
@@ -24,7 +24,8 @@ from manylora.traces.trace_io import read_trace, write_trace
 __all__ = [
     "ARRIVALS", "ArrivalProcess", "BurstArrivals", "GammaArrivals", "PoissonArrivals",
     "ScheduleArrivals", "HF_MODULE_NAMES", "TARGETS", "CatalogConfig", "CycleRanks",
-    "DrawnRanks", "FixedAlpha", "MixedRanks", "PerRankAlpha", "parse_targets", "describe",
+    "DrawnRanks", "FixedAlpha", "MixedRanks", "PerRankAlpha", "canonical_target",
+    "parse_targets", "describe",
     "TraceConfigError", "TraceError", "TraceConfig", "generate_trace", "AzureImportConfig",
     "import_azure", "LENGTHS", "LengthModel", "LognormalLengths", "ResampledLengths",
     "UniformLengths", "POPULARITY", "Popularity", "SLoRAPopularity", "UniformPopularity",

@@ -33,18 +33,24 @@ _SHORT_NAMES = MappingProxyType({**{t: t for t in TARGETS},
 DEFAULT_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")
 
 
+def canonical_target(name: str) -> str:
+    """Short name of a target given as ``"q"`` or ``"q_proj"``; `TraceConfigError` (a
+    ValueError) names an unknown one."""
+    try:
+        return _SHORT_NAMES[name]
+    except KeyError:
+        raise TraceConfigError(f"unknown LoRA target module {name!r}; expected some of "
+                               f"{';'.join(TARGETS)} or {', '.join(HF_MODULE_NAMES.values())}"
+                               ) from None
+
+
 def parse_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
     """Short target names in canonical order from ``"q;k;v;o"``, ``"q_proj,v_proj"`` or a list;
     duplicates are merged, unknown names raise `TraceConfigError`."""
     names = targets.replace(",", ";").split(";") if isinstance(targets, str) else list(targets)
-    names = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in names if n not in _SHORT_NAMES]
-    if unknown:
-        raise TraceConfigError(f"unknown LoRA target module {unknown[0]!r}; expected some of "
-                               f"{';'.join(TARGETS)} or {', '.join(HF_MODULE_NAMES.values())}")
-    if not names:
+    short = {canonical_target(n.strip()) for n in names if n.strip()}
+    if not short:
         raise TraceConfigError("no LoRA target modules given")
-    short = {_SHORT_NAMES[n] for n in names}
     return tuple(t for t in TARGETS if t in short)
 
 

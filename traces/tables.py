@@ -122,5 +122,5 @@ def check_min(values: np.ndarray, minimum: float, path: object, column: str) -> 
 
 def text_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A column as Python strings, empty cells as ``""``, object ``[rows]``."""
-    return frame[column].astype(object).where(frame[column].notna(), "").astype(str).to_numpy(
-        dtype=object)
+    values = frame[column].astype(object)
+    return values.where(values.notna(), "").map(str).to_numpy(dtype=object)

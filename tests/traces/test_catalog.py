@@ -7,7 +7,8 @@ from scipy import stats
 
 from manylora.traces.catalog import (ALPHA_RULES, RANK_RULES, TARGETS, CatalogConfig,
                                      CycleRanks, DrawnRanks, FixedAlpha, MixedRanks,
-                                     PerRankAlpha, build_catalog, parse_targets)
+                                     PerRankAlpha, build_catalog, canonical_target,
+                                     parse_targets)
 from manylora.traces.errors import TraceConfigError
 
 
@@ -19,6 +20,12 @@ def test_targets_are_canonical_and_accept_peft_names():
         parse_targets("q;qq")
     with pytest.raises(TraceConfigError, match="no LoRA target"):
         parse_targets(" ; ")
+
+
+def test_canonical_target():
+    assert canonical_target("gate_proj") == "gate" and canonical_target("o") == "o"
+    with pytest.raises(ValueError, match="'lm_head'"):
+        canonical_target("lm_head")
 
 
 def test_engine_uses_the_same_target_order():

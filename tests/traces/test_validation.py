@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import GOOD_ADAPTERS, GOOD_META, GOOD_REQUESTS
+from .conftest import GOOD_REQUESTS
 
 HEADER = "request_id,arrival_s,adapter_id,prompt_len,output_len\n"
 
