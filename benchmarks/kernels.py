@@ -79,11 +79,11 @@ class Hardware:
 
 def measure_copy_bandwidth(device: torch.device) -> float:
     """Bytes/s of a large device-to-device copy (read + write)."""
-    n = (256 if device.type == "cuda" else 16) * 2 ** 20
-    src = torch.empty(n, dtype=torch.uint8, device=device).random_(0, 255)
+    n = (256 if device.type == "cuda" else 16) * 2 ** 20  # float32 elements
+    src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
     seconds = time_median(lambda: dst.copy_(src), device)
-    return 2 * n / seconds
+    return 2 * 4 * n / seconds
 
 
 def hardware(device: torch.device) -> Hardware:
