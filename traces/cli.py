@@ -234,8 +234,10 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("import-azure", help="turn an Azure LLM inference trace into a trace",
                             description="Import an Azure LLM inference trace (TIMESTAMP, "
                                         "ContextTokens, GeneratedTokens) with adapters assigned "
-                                        "by a popularity law. Shipped: azure-code, azure-conv "
-                                        "(CC-BY 4.0; cite Patel et al., Splitwise, ISCA 2024).")
+                                        "by a popularity law; token counts of 0 become 1 and "
+                                        "are counted in meta.json. Shipped: azure-code, "
+                                        "azure-conv (CC-BY 4.0; cite Patel et al., Splitwise, "
+                                        "ISCA 2024).")
     p.add_argument("csv", metavar="CSV", help=f"{' or '.join(SHIPPED_SOURCES)} or a CSV path")
     p.add_argument("-o", "--output", required=True, help="trace folder to write")
     p.add_argument("--window", nargs=2, type=float, metavar=("START", "END"),
