@@ -22,23 +22,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-# Canonical target order: short names as written in adapters.csv; PEFT module names beside them.
-TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
-HF_MODULE_NAMES: Mapping[str, str] = MappingProxyType({
-    "q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-    "gate": "gate_proj", "up": "up_proj", "down": "down_proj",
-})
-_SHORT_NAMES = {v: k for k, v in HF_MODULE_NAMES.items()}
+# The target names live with the adapter catalog, below the engine; re-exported here.
+from manylora.traces.catalog import HF_MODULE_NAMES, TARGETS, canonical_target
 
-
-def canonical_target(name: str) -> str:
-    """Short name for a target given as 'q' or 'q_proj'; ValueError names unknown targets."""
-    if name in HF_MODULE_NAMES:
-        return name
-    if name in _SHORT_NAMES:
-        return _SHORT_NAMES[name]
-    raise ValueError(f"unknown LoRA target module {name!r}; expected one of {', '.join(TARGETS)} "
-                     f"or {', '.join(HF_MODULE_NAMES.values())}")
+__all__ = ["HF_MODULE_NAMES", "TARGETS", "canonical_target", "ModelShape", "TargetSlice",
+           "AdapterLayout", "PoolLayout", "pages_for_bytes", "bytes_per_token", "MODEL_SHAPES",
+           "LLAMA2_7B", "LLAMA2_13B"]
 
 
 @dataclass(frozen=True)
