@@ -11,6 +11,7 @@ the engine turns it into rejected requests for that adapter only.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -59,6 +60,8 @@ class PeftAdapter:
     modules: tuple[ModuleLora, ...]
     ranks: Mapping[str, int]      # per adapted target: largest rank over layers
     scales: Mapping[str, float]   # per adapted target: the scale passed to the kernels
+    alpha: float                  # lora_alpha as configured
+    use_rslora: bool
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -145,35 +148,50 @@ def _read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
+_MATCH_KEYS = ("target_modules", "exclude_modules", "layers_to_transform", "r", "lora_alpha",
+               "rank_pattern", "alpha_pattern", "use_rslora")
+
+
 def resolve_modules(cfg: Mapping[str, Any], path: Path,
                     config: ModelConfig) -> dict[str, tuple[int, str, int, float]]:
     """Module name -> (layer, target, rank, scale) for every module an adapter config targets.
 
-    ``cfg`` is an adapter_config.json dict; ``path`` names it in errors."""
-    out = {}
-    for key in base_module_names(config):
+    ``cfg`` is an adapter_config.json dict; ``path`` names it in errors. Adapters trained with
+    one recipe share the answer, so it is cached on the matching fields."""
+    key = json.dumps({k: cfg.get(k) for k in _MATCH_KEYS}, sort_keys=True)
+    try:
+        return dict(_resolve(key, config))
+    except ValueError as exc:
+        raise AdapterError(f"{path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(key: str, config: ModelConfig) -> tuple[tuple[str, tuple[int, str, int, float]],
+                                                       ...]:
+    cfg = json.loads(key)
+    out = []
+    for name in base_module_names(config):
         try:
-            hit = _targets_module(cfg, key)
+            hit = _targets_module(cfg, name)
         except re.error as exc:
-            raise AdapterError(f"{path}: bad regex in target_modules/exclude_modules: {exc}") \
-                from None
+            raise ValueError(f"bad regex in target_modules/exclude_modules: {exc}") from None
         if not hit:
             continue
-        m = _MODULE.match(key)
+        m = _MODULE.match(name)
         if m is None or m.group("name") not in _PARENTS:
-            raise AdapterError(f"{path}: target module {key!r} is not supported (LoRA only on "
-                               f"{', '.join(HF_MODULE_NAMES.values())})")
-        rank = _pattern_value(cfg.get("rank_pattern") or {}, key, cfg["r"])
-        alpha = _pattern_value(cfg.get("alpha_pattern") or {}, key, cfg["lora_alpha"])
+            raise ValueError(f"target module {name!r} is not supported (LoRA only on "
+                             f"{', '.join(HF_MODULE_NAMES.values())})")
+        rank = _pattern_value(cfg.get("rank_pattern") or {}, name, cfg["r"])
+        alpha = _pattern_value(cfg.get("alpha_pattern") or {}, name, cfg["lora_alpha"])
         if not isinstance(rank, int) or rank < 1:
-            raise AdapterError(f"{path}: rank_pattern gives {key!r} rank {rank!r}")
+            raise ValueError(f"rank_pattern gives {name!r} rank {rank!r}")
         scale = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
         target = m.group("name").removesuffix("_proj")
-        out[key] = (int(m.group("layer")), target, rank, float(scale))
+        out.append((name, (int(m.group("layer")), target, rank, float(scale))))
     if not out:
-        raise AdapterError(f"{path}: target_modules {cfg['target_modules']!r} match no module "
-                           f"of the base model")
-    return out
+        raise ValueError(f"target_modules {cfg['target_modules']!r} match no module of the "
+                         f"base model")
+    return tuple(out)
 
 
 def read_adapter(folder: str | Path, config: ModelConfig) -> PeftAdapter:
@@ -221,7 +239,8 @@ def read_adapter(folder: str | Path, config: ModelConfig) -> PeftAdapter:
         ranks[mod.target] = max(ranks.get(mod.target, 0), mod.rank)
         # the first adapted layer's scale is the kernels'; other layers fold the ratio into B
         scales.setdefault(mod.target, mod.scale if mod.scale != 0 else 1.0)
-    return PeftAdapter(folder, weights_path, tuple(modules), ranks, scales)
+    return PeftAdapter(folder, weights_path, tuple(modules), ranks, scales,
+                       float(cfg["lora_alpha"]), bool(cfg.get("use_rslora", False)))
 
 
 def pack_adapter(spec: PeftAdapter, layout: PoolLayout, dtype: torch.dtype,
