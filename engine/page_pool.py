@@ -123,6 +123,14 @@ class PagePool(ABC):
         self.kv_pages += n
         return pages
 
+    def alloc_kv_each(self, request_ids: np.ndarray) -> np.ndarray:
+        """One KV page for each of ``request_ids`` [n] (a decode step crossing page
+        boundaries); page i belongs to request_ids[i]."""
+        pages = self._kv.take(len(request_ids))  # [n]
+        self.owner[pages] = request_ids
+        self.kv_pages += len(request_ids)
+        return pages
+
     def alloc_adapter(self, n: int, adapter_id: int) -> np.ndarray:
         pages = self._adapter.take(n)  # [n]
         self.owner[pages] = adapter_owner(adapter_id)

@@ -288,6 +288,13 @@ class Scheduler:
         preempted: list[Request] = []
         growing = [r for r in self._grow_at.pop(s) if r.state is _RUNNING and r.grow_step == s]
         growing.sort(key=lambda r: r.admit_seq)
+        if self.pool.fits(len(growing), 0, 0):
+            # The common case, in one allocation: every request gets its page.
+            pages = self.pool.alloc_kv_each(np.array([r.request_id for r in growing]))
+            for req, page in zip(growing, pages[:, None]):
+                req.kv_pages = np.concatenate((req.kv_pages, page))
+                self._plan_growth(req, s)
+            return ()
         for req in growing:
             while req.state is _RUNNING:
                 if self.pool.fits(1, 0, 0):
