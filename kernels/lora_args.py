@@ -2,7 +2,7 @@
 
 The LoRA kernels of a step all read the same per-slot tables (adapter page lists, ranks,
 offsets, scales); ``check_lora_meta`` validates them once per call, and ``slot_groups`` is the
-token grouping the plain-torch references use.
+token grouping the plain-torch decode references use.
 """
 from __future__ import annotations
 
@@ -28,9 +28,17 @@ def check_lora_meta(lora: LoraTargetMeta, device: torch.device) -> None:
         raise KernelInputError(f"lora.max_rank must be >= 0, got {lora.max_rank}")
 
 
-def slot_groups(token_slots: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """(slot, token indices) for every distinct slot >= 0 in ``token_slots`` [T]."""
+def slot_groups(token_slots: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """Tokens sorted by slot: (order, [(slot, start, end), ...]) for every slot >= 0.
+
+    ``order`` [n] lists the indices of tokens with a slot, grouped by slot; group ``(s, a, b)``
+    is ``order[a:b]``. One sort and one device-to-host copy for the whole batch.
+    """
     slots, order = torch.sort(token_slots.long(), stable=True)
     values, counts = torch.unique_consecutive(slots, return_counts=True)
-    groups = zip(values.tolist(), order.split(counts.tolist()))
-    return [(s, rows) for s, rows in groups if s >= 0]
+    bounds = [0]
+    for c in counts.tolist():
+        bounds.append(bounds[-1] + c)
+    groups = [(s, a, b) for s, a, b in zip(values.tolist(), bounds[:-1], bounds[1:]) if s >= 0]
+    skip = groups[0][1] if groups else bounds[-1]  # the -1 tokens sort first
+    return order[skip:], [(s, a - skip, b - skip) for s, a, b in groups]

@@ -15,7 +15,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, KernelInputError, check_index,
                                             check_size, check_tensor, next_pow2, pow2_align)
 from manylora.kernels.lora_args import check_lora_meta, slot_groups
-from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
+from manylora.kernels.pool_gather import pool_offsets, pool_tile_offsets, slot_matrices
 
 
 @triton.jit
@@ -105,16 +105,19 @@ def lora_expand_decode(h: torch.Tensor, pool_layer: torch.Tensor, token_slots: t
 
 def lora_expand_decode_ref(h: torch.Tensor, pool_layer: torch.Tensor, token_slots: torch.Tensor,
                            lora: LoraTargetMeta, y: torch.Tensor) -> None:
-    """Plain torch, fp32: groups tokens by slot, one matmul per distinct slot."""
+    """Plain torch, fp32: tokens sorted by slot, one matmul per distinct slot."""
     d_out = y.shape[1]
     if y.shape[0] == 0 or lora.max_rank == 0:
         return
+    order, groups = slot_groups(token_slots)
     ranks, b_offsets = lora.ranks.tolist(), lora.b_offsets.tolist()
     scales = lora.scales.tolist()
-    for slot, rows in slot_groups(token_slots):
-        rank = ranks[slot]
-        if rank == 0:
-            continue
-        b = gather_rows(pool_layer, lora.adapter_pages[slot], b_offsets[slot], rank, d_out)
-        delta = (h[rows, :rank] @ b.float()) * scales[slot]  # [n, d_out]
-        y[rows] = (y[rows].float() + delta).to(y.dtype)
+    groups = [g for g in groups if ranks[g[0]] > 0]
+    mats = slot_matrices(pool_layer, lora.adapter_pages, [g[0] for g in groups],
+                         [b_offsets[g[0]] for g in groups], [ranks[g[0]] for g in groups], d_out)
+    hs = h.index_select(0, order)  # [n, >= max_rank], grouped by slot
+    delta = torch.zeros(order.shape[0], d_out, dtype=torch.float32, device=y.device)
+    for (slot, start, end), b in zip(groups, mats):  # b: [rank, d_out]
+        torch.mm(hs[start:end, :ranks[slot]], b.float(), out=delta[start:end])
+        delta[start:end] *= scales[slot]
+    y.index_copy_(0, order, (y.index_select(0, order).float() + delta).to(y.dtype))

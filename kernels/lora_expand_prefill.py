@@ -14,7 +14,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import next_pow2, pow2_align
 from manylora.kernels.lora_expand_decode import check_expand_args
 from manylora.kernels.lora_shrink_prefill import check_segments
-from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
+from manylora.kernels.pool_gather import pool_offsets, pool_tile_offsets, slot_matrices
 
 
 @triton.jit
@@ -113,9 +113,11 @@ def lora_expand_prefill_ref(h: torch.Tensor, pool_layer: torch.Tensor, seg_start
         return
     ranks, b_offsets = lora.ranks.tolist(), lora.b_offsets.tolist()
     scales, starts = lora.scales.tolist(), seg_starts.tolist()
-    for seg, slot in enumerate(seg_slots.tolist()):
-        if slot < 0 or ranks[slot] == 0:
-            continue
-        rank, rows = ranks[slot], slice(starts[seg], starts[seg + 1])
-        b = gather_rows(pool_layer, lora.adapter_pages[slot], b_offsets[slot], rank, d_out)
-        y[rows] = (y[rows].float() + (h[rows, :rank] @ b.float()) * scales[slot]).to(y.dtype)
+    segs = [(seg, slot) for seg, slot in enumerate(seg_slots.tolist())
+            if slot >= 0 and ranks[slot] > 0]
+    mats = slot_matrices(pool_layer, lora.adapter_pages, [s for _, s in segs],
+                         [b_offsets[s] for _, s in segs], [ranks[s] for _, s in segs], d_out)
+    for (seg, slot), b in zip(segs, mats):  # b: [rank, d_out]
+        rows = slice(starts[seg], starts[seg + 1])
+        delta = (h[rows, :ranks[slot]] @ b.float()) * scales[slot]
+        y[rows] = (y[rows].float() + delta).to(y.dtype)

@@ -17,7 +17,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, KernelInputError, check_index,
                                             check_tensor, next_pow2, pow2_align, split_count)
 from manylora.kernels.lora_args import check_lora_meta, slot_groups
-from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
+from manylora.kernels.pool_gather import pool_offsets, pool_tile_offsets, slot_matrices
 
 
 @triton.jit
@@ -106,17 +106,19 @@ def lora_shrink_decode(x: torch.Tensor, pool_layer: torch.Tensor, token_slots: t
 
 def lora_shrink_decode_ref(x: torch.Tensor, pool_layer: torch.Tensor, token_slots: torch.Tensor,
                            lora: LoraTargetMeta) -> torch.Tensor:
-    """Plain torch, fp32: groups tokens by slot, one matmul per distinct slot."""
+    """Plain torch, fp32: tokens sorted by slot, one matmul per distinct slot."""
     num_tokens, d_in = x.shape
     h = torch.zeros(num_tokens, lora.max_rank, dtype=torch.float32, device=x.device)
     if num_tokens == 0 or lora.max_rank == 0:
         return h
+    order, groups = slot_groups(token_slots)
     ranks, a_offsets = lora.ranks.tolist(), lora.a_offsets.tolist()
-    for slot, rows in slot_groups(token_slots):
-        rank = ranks[slot]
-        if rank == 0:
-            continue
-        a = gather_rows(pool_layer, lora.adapter_pages[slot], a_offsets[slot], rank, d_in)
-        h[rows, :rank] = x[rows].float() @ a.float().T
+    groups = [g for g in groups if ranks[g[0]] > 0]
+    mats = slot_matrices(pool_layer, lora.adapter_pages, [g[0] for g in groups],
+                         [a_offsets[g[0]] for g in groups], [ranks[g[0]] for g in groups], d_in)
+    xs = x.index_select(0, order).float()  # [n, d_in], grouped by slot
+    hs = torch.zeros(order.shape[0], lora.max_rank, dtype=torch.float32, device=x.device)
+    for (slot, start, end), a in zip(groups, mats):  # a: [rank, d_in]
+        hs[start:end, :ranks[slot]] = xs[start:end] @ a.float().T
+    h.index_copy_(0, order, hs)
     return h
-

@@ -16,7 +16,7 @@ from manylora.kernels.batch_meta import LoraTargetMeta
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, INDEX_DTYPE, KernelInputError,
                                             check_tensor, next_pow2, pow2_align)
 from manylora.kernels.lora_args import check_lora_meta
-from manylora.kernels.pool_gather import gather_rows, pool_offsets, pool_tile_offsets
+from manylora.kernels.pool_gather import pool_offsets, pool_tile_offsets, slot_matrices
 
 
 @triton.jit
@@ -130,10 +130,11 @@ def lora_shrink_prefill_ref(x: torch.Tensor, pool_layer: torch.Tensor, seg_start
         return h
     ranks, a_offsets = lora.ranks.tolist(), lora.a_offsets.tolist()
     starts = seg_starts.tolist()
-    for seg, slot in enumerate(seg_slots.tolist()):
-        if slot < 0 or ranks[slot] == 0:
-            continue
-        rank, rows = ranks[slot], slice(starts[seg], starts[seg + 1])
-        a = gather_rows(pool_layer, lora.adapter_pages[slot], a_offsets[slot], rank, d_in)
-        h[rows, :rank] = x[rows].float() @ a.float().T
+    segs = [(seg, slot) for seg, slot in enumerate(seg_slots.tolist())
+            if slot >= 0 and ranks[slot] > 0]
+    mats = slot_matrices(pool_layer, lora.adapter_pages, [s for _, s in segs],
+                         [a_offsets[s] for _, s in segs], [ranks[s] for _, s in segs], d_in)
+    for (seg, slot), a in zip(segs, mats):  # a: [rank, d_in]
+        rows = slice(starts[seg], starts[seg + 1])
+        h[rows, :ranks[slot]] = x[rows].float() @ a.float().T
     return h
