@@ -11,9 +11,10 @@ import sys
 from typing import Sequence
 
 from manylora.analysis import commands as analysis_commands
+from manylora.engine import cli as engine_cli
 from manylora.traces import cli as traces_cli
 
-COMMAND_MODULES = (traces_cli, analysis_commands)
+COMMAND_MODULES = (traces_cli, analysis_commands, engine_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
