@@ -66,8 +66,8 @@ ATTENTION_BACKENDS: Mapping[str, AttentionBackend] = MappingProxyType({b.name: b
                      attention_ops.prefill_attention_torch, attention_ops.kv_store_torch),
 )})
 
-# The Triton kernels need a CUDA device outside the interpreter; elsewhere the references run.
-_DEFAULT_BY_DEVICE_TYPE: Mapping[str, str] = MappingProxyType({"cuda": "triton"})
+# On CPU the Triton kernels only run interpreted (for tests); the engine runs the references.
+_DEFAULT_BY_DEVICE_TYPE: Mapping[str, str] = MappingProxyType({"cpu": "torch"})
 
 
 def _lookup(registry: Mapping, kind: str, name: str):
@@ -87,5 +87,5 @@ def attention_backend(name: str) -> AttentionBackend:
 
 
 def default_backend_name(device: torch.device) -> str:
-    """``triton`` on CUDA devices, ``torch`` elsewhere (for both kinds)."""
-    return _DEFAULT_BY_DEVICE_TYPE.get(torch.device(device).type, "torch")
+    """``torch`` on CPU, ``triton`` on accelerators (for both kinds)."""
+    return _DEFAULT_BY_DEVICE_TYPE.get(torch.device(device).type, "triton")

@@ -75,10 +75,10 @@ def kv_store(k: torch.Tensor, v: torch.Tensor, pool_layer: torch.Tensor, pages: 
 
 def kv_store_ref(k: torch.Tensor, v: torch.Tensor, pool_layer: torch.Tensor, pages: torch.Tensor,
                  slots: torch.Tensor, *, tokens_per_page: int) -> None:
-    """Plain torch: one indexed assignment each for K and V."""
+    """Plain torch: one row copy each for K and V."""
     _check(k, v, pool_layer, pages, slots, tokens_per_page)
-    kv = pool_layer.view(pool_layer.shape[0], 2, tokens_per_page, -1)
-    live = pages >= 0
-    dst_pages, dst_slots = pages[live].long(), slots[live].long()
-    kv[dst_pages, 0, dst_slots] = k[live].reshape(dst_pages.shape[0], -1)
-    kv[dst_pages, 1, dst_slots] = v[live].reshape(dst_pages.shape[0], -1)
+    rows = pool_layer.view(-1, k.shape[1] * k.shape[2])  # [num_pages * 2 * tpp, kv_width]
+    live = (pages >= 0).nonzero().squeeze(1)
+    row_k = pages.long()[live] * (2 * tokens_per_page) + slots.long()[live]
+    rows.index_copy_(0, row_k, k.index_select(0, live).reshape(live.shape[0], -1))
+    rows.index_copy_(0, row_k + tokens_per_page, v.index_select(0, live).reshape(live.shape[0], -1))

@@ -70,7 +70,7 @@ def _sm_count(device_index: int) -> int:
 
 def parallel_slots(device: torch.device) -> int:
     """How many programs keep the device busy: a few per SM on GPU, 1 in the interpreter."""
-    if device.type != "cuda":
+    if device.type == "cpu":
         return 1
     return 4 * _sm_count(device.index if device.index is not None else
                          torch.cuda.current_device())

@@ -186,15 +186,17 @@ def paged_decode_attention_ref(q: torch.Tensor, pool_layer: torch.Tensor,
     """Plain torch, fp32: gathers every request's K/V padded to the longest context."""
     num_reqs, num_heads, head_dim = q.shape
     kv_heads, group = kv_geometry(q, pool_layer, tokens_per_page)
-    kv = pool_layer.view(-1, 2, tokens_per_page, kv_heads, head_dim)
+    num_pages = -(-max_context_len // tokens_per_page)
+    pages = kv_page_table[:, :num_pages].reshape(-1).long()
+    # one row copy of every request's pages: [D, num_pages, 2, tokens_per_page, kv_heads, hd]
+    kv = pool_layer.index_select(0, pages).view(num_reqs, num_pages, 2, tokens_per_page,
+                                                kv_heads, head_dim)
+    k = kv[:, :, 0].reshape(num_reqs, -1, kv_heads, head_dim)[:, :max_context_len].float()
+    v = kv[:, :, 1].reshape(num_reqs, -1, kv_heads, head_dim)[:, :max_context_len].float()
     n = torch.arange(max_context_len, device=q.device)
-    pages = kv_page_table.long()[:, n // tokens_per_page]  # [D, N]
-    slots = (n % tokens_per_page).expand_as(pages)
-    k = kv[pages, 0, slots].float()  # [D, N, kv_heads, head_dim]
-    v = kv[pages, 1, slots].float()
+    live = n[None, :] < context_lens.long()[:, None]  # [D, N]
     qg = q.float().view(num_reqs, kv_heads, group, head_dim)
     s = torch.einsum("dkgh,dnkh->dkgn", qg, k) * scale
-    live = n[None, :] < context_lens.long()[:, None]  # [D, N]
     s = s.masked_fill(~live[:, None, None, :], float("-inf"))
     v = v.masked_fill(~live[:, :, None, None], 0.0)  # unused page slots may hold anything
     out = torch.einsum("dkgn,dnkh->dkgh", torch.softmax(s, dim=-1), v)

@@ -121,10 +121,8 @@ def prefill_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     bounds = cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
-        qr = q[start:end].float().transpose(0, 1)  # [H, L, head_dim]
-        kr = k[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
-        vr = v[start:end].float().transpose(0, 1).repeat_interleave(group, dim=0)
+        qr, kr, vr = (t[start:end].float().transpose(0, 1) for t in (q, k, v))  # [heads, L, hd]
         o = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr, is_causal=True,
-                                                             scale=scale)
+                                                             scale=scale, enable_gqa=group > 1)
         out[start:end] = o.transpose(0, 1).to(q.dtype)
     return out
