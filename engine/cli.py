@@ -57,7 +57,7 @@ def _replay(args: argparse.Namespace) -> int:
     engine_config = _config(lambda: EngineConfig(
         device=args.device, dtype=args.dtype, lora_backend=args.lora_backend,
         attention_backend=args.attention_backend, pool_bytes=args.pool_memory,
-        control=control))
+        threads=args.threads, control=control))
     replay = _config(lambda: ReplayConfig(
         time_scale=args.time_scale, materialize_missing=args.materialize_missing_adapters,
         seed=args.seed, progress=not args.quiet and sys.stderr.isatty()))
@@ -91,7 +91,8 @@ def _make_tiny(args: argparse.Namespace) -> int:
     staged = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staged, ignore_errors=True)
     try:
-        _config(lambda: make_tiny(staged, spec, args.adapters, args.ranks, args.seed))
+        _config(lambda: make_tiny(staged, spec, args.adapters, args.ranks, args.seed,
+                                  name=target.name))
         _replace_tiny(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -128,6 +129,8 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--pool-memory", type=parse_size, default=EngineConfig.pool_bytes,
                         metavar="SIZE", help="pool size when --pool-pages is not given "
                                              "(default 256M)")
+    engine.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of prompt token ids and materialised adapters (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -77,6 +77,10 @@ class Engine:
                  adapters: str | Path | Mapping[int, str | Path] | Iterable[str | Path] | None
                  = None, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
+        if config.threads:
+            # small per-token matrices: extra OpenMP threads mostly spin (and on a shared
+            # machine they contend), so serving often runs best on fewer threads
+            torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
         self.dtype = config.torch_dtype
         self.model_config, weights = load_checkpoint(model_dir, self.dtype, self.device)

@@ -39,6 +39,7 @@ class EngineConfig:
     pool_bytes: int = DEFAULT_POOL_BYTES  # pool size when control.memory.pool_pages is unset
     control: ControlConfig = field(default_factory=ControlConfig)
     keep_logits: bool = False        # keep every sampled token's logits (tests, comparisons)
+    threads: int = 0                 # torch intra-op CPU threads, process-wide; 0 = leave as is
 
     def __post_init__(self) -> None:
         _dtype(self.dtype)
@@ -52,6 +53,8 @@ class EngineConfig:
             if value and value not in known:
                 raise ValueError(f"EngineConfig.{name}: unknown {value!r}; choose one of "
                                  f"{', '.join(known)}")
+        if self.threads < 0:
+            raise ValueError(f"EngineConfig.threads must be >= 0, got {self.threads}")
         if self.pool_bytes < 1:
             raise ValueError(f"EngineConfig.pool_bytes must be >= 1, got {self.pool_bytes}")
 

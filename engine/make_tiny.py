@@ -161,8 +161,9 @@ def adapter_plan(index: int, ranks: Sequence[int]) -> tuple[int, tuple[str, ...]
 
 
 def make_tiny(out_dir: str | Path, spec: TinyModelSpec, num_adapters: int,
-              ranks: Sequence[int], seed: int) -> ModelConfig:
-    """A random checkpoint in ``out_dir`` and adapters ``out_dir/adapters/<id>`` (id 0..N-1)."""
+              ranks: Sequence[int], seed: int, name: str = "") -> ModelConfig:
+    """A random checkpoint in ``out_dir`` and adapters ``out_dir/adapters/<id>`` (id 0..N-1);
+    ``name`` (default: the folder's) is what adapters record as their base model."""
     if num_adapters < 0:
         raise ValueError(f"num_adapters must be >= 0, got {num_adapters}")
     if not ranks or min(ranks) < 1:
@@ -172,6 +173,7 @@ def make_tiny(out_dir: str | Path, spec: TinyModelSpec, num_adapters: int,
     rng = np.random.default_rng(adapter_seed)
     for i in range(num_adapters):
         rank, targets = adapter_plan(i, ranks)
-        cfg = adapter_config_json(rank, float(rank), targets, base_model=Path(out_dir).name)
+        cfg = adapter_config_json(rank, float(rank), targets,
+                                  base_model=name or Path(out_dir).name)
         write_adapter(Path(out_dir) / "adapters" / str(i), config, cfg, rng)
     return config
