@@ -103,7 +103,8 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     num_reqs = cu_seqlens.shape[0] - 1
     if num_tokens == 0 or num_reqs == 0:
         return out
-    block = max(16, min(64, next_pow2(max_seqlen)))
+    # fp32 tiles of 64 with head_dim 128 need ~180 KB of shared memory, more than an A100 has
+    block = max(16, min(32 if q.dtype == torch.float32 else 64, next_pow2(max_seqlen)))
     _prefill_attention_kernel[(triton.cdiv(max_seqlen, block), num_reqs, num_heads)](
         q, k, v, out, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0),
         v.stride(1), out.stride(0), out.stride(1), cu_seqlens, scale,
