@@ -39,7 +39,8 @@ class AdapterStore:
         self.broken: dict[int, str] = {}          # adapter id -> why it cannot serve
         self.host: dict[int, torch.Tensor] = {}   # adapter id -> [L, pages, page_elems]
         self._rows: dict[int, SlotRow] = {}
-        self._pin = device.type != "cpu"
+        # pinned host copies and a side stream only where CUDA drives the device
+        self._pin = device.type != "cpu" and torch.cuda.is_available()
         self._side = torch.cuda.Stream(device) if self._pin else None
         self._inflight: list[tuple[int, torch.Tensor, torch.cuda.Event | None]] = []
         self.disk_reads = 0

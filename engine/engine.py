@@ -87,8 +87,7 @@ class Engine:
         self.model_dir = Path(model_dir)
         self.model = LlamaModel(self.model_config, weights, config.lora(self.device),
                                 config.attention(self.device))
-        shape = self.model_config.shape(dtype_bytes=torch.tensor([], dtype=self.dtype)
-                                        .element_size())
+        shape = self.model_config.shape(dtype_bytes=self.dtype.itemsize)
         self.layout = PoolLayout(shape, config.control.memory.tokens_per_page)
         self.store = AdapterStore(self.model_config, self.layout, self.dtype, self.device)
         if adapters is not None:
@@ -234,6 +233,8 @@ class Engine:
             if req.adapter_id in failed:
                 _reject(req, failed[req.adapter_id])
                 req.output_tokens = len(self._seqs[req.request_id].generated)
+                if not req.output_tokens:
+                    req.first_token_s = None  # ``complete`` stamped a token it never made
         for req in self.requests.values():
             if req.adapter_id in failed and req.state is RequestState.WAITING:
                 self.scheduler.queue.remove(req)
@@ -264,7 +265,8 @@ class Engine:
     def generate(self, prompts: Sequence[Sequence[int]], adapter_ids: Sequence[int] | None = None,
                  sampling: SamplingParams | Sequence[SamplingParams] = SamplingParams()
                  ) -> list[Generation]:
-        """Run the prompts (adapter -1 = base model) to completion, all arriving now."""
+        """Run the prompts (adapter -1 = base model) to completion, all arriving now. One
+        SamplingParams is shared by every prompt (its seed too); pass a list to vary seeds."""
         ids = list(adapter_ids) if adapter_ids is not None else [-1] * len(prompts)
         params = [sampling] * len(prompts) if isinstance(sampling, SamplingParams) \
             else list(sampling)

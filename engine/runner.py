@@ -94,7 +94,6 @@ def synthetic_rows(layout: PoolLayout, num_pages: int, prefill_lens: Sequence[in
     the pool and adapter pages from the end; ``ValueError`` if the pool is too small. Fill the
     adapter pages with ``fill_synthetic_adapters`` before running.
     """
-    tpp = layout.tokens_per_page
     if len(request_slots) != len(prefill_lens) + len(decode_context_lens):
         raise ValueError(f"request_slots has {len(request_slots)} entries, expected "
                          f"{len(prefill_lens) + len(decode_context_lens)}")

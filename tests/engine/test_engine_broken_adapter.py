@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from engine_cases import (ZOO, Oracle, one_cpu_thread, prompts, write_checkpoint,  # noqa: F401
-                          write_zoo)
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import ZOO, Oracle, prompts, write_checkpoint, write_zoo
 from manylora.engine.engine import Engine
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.sampling import SamplingParams

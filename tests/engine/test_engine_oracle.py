@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine_cases import ZOO, Oracle, one_cpu_thread, prompts, write_checkpoint, write_zoo  # noqa: F401
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import ZOO, Oracle, prompts, write_checkpoint, write_zoo
 from manylora.engine.engine import Engine
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.sampling import SamplingParams
@@ -21,9 +22,11 @@ ATOL = 1e-4  # fp32; observed differences are ~5e-6
 DECODE_STEPS = 32
 
 
-def _control(pool_pages: int, reservation: str = "lookahead") -> ControlConfig:
+def _control(pool_pages: int, reservation: str = "lookahead",
+             tokens_per_page: int = 1) -> ControlConfig:
     return ControlConfig(scheduler=SchedulerConfig(kv_reservation=reservation),
-                         memory=MemoryConfig(pool_pages=pool_pages))
+                         memory=MemoryConfig(pool_pages=pool_pages,
+                                             tokens_per_page=tokens_per_page))
 
 
 def _check_against_oracle(oracle: Oracle, batch, outputs, decode_steps: int) -> None:
@@ -85,15 +88,30 @@ def test_eviction_and_preemption_mid_run_keep_outputs_exact(llama):
     assert engine.scheduler.pool.free_pages == engine.scheduler.pool.num_pages
 
 
-def test_padded_lora_backend_matches_too(llama):
+def test_padded_lora_backend_and_multi_token_pages_match_too(llama):
     model_dir, config, adapters, oracle = llama
     ids = list(adapters)[:6] + [-1]
     batch = _batch(np.random.default_rng(2), ids, config.vocab_size)
-    engine = Engine(model_dir, adapters, EngineConfig(lora_backend="padded",
-                                                      control=_control(4000), keep_logits=True))
+    engine = Engine(model_dir, adapters, EngineConfig(
+        lora_backend="padded", control=_control(4000, "incremental", tokens_per_page=5),
+        keep_logits=True))
     outputs = engine.generate([p for p, _ in batch], ids,
                               SamplingParams(max_tokens=9, ignore_eos=True))
     _check_against_oracle(oracle, batch, outputs, 8)
+
+
+def test_triton_kernels_in_the_engine_match_peft(llama):
+    """The Triton LoRA and attention kernels (interpreted on CPU, compiled on GPU) driven by
+    the engine's own tensors: strides, dtypes and metadata as the wrappers demand."""
+    model_dir, config, adapters, oracle = llama
+    ids = [3, 5, -1]
+    batch = _batch(np.random.default_rng(5), ids, config.vocab_size)
+    engine = Engine(model_dir, adapters, EngineConfig(
+        lora_backend="triton", attention_backend="triton",
+        control=_control(4000, tokens_per_page=3), keep_logits=True))
+    outputs = engine.generate([p for p, _ in batch], ids,
+                              SamplingParams(max_tokens=3, ignore_eos=True))
+    _check_against_oracle(oracle, batch, outputs, 2)
 
 
 def test_qwen2_with_qkv_bias_matches_peft(tmp_path):

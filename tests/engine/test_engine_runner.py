@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine_cases import one_cpu_thread, write_checkpoint  # noqa: F401
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import write_checkpoint
 from manylora.engine.hf_loader import load_checkpoint
 from manylora.engine.model import LlamaModel
 from manylora.engine.model_shape import PoolLayout

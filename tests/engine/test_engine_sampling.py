@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from engine_cases import one_cpu_thread, prompts, write_checkpoint  # noqa: F401
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import prompts, write_checkpoint
 from manylora.engine.engine import Engine
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.sampling import Sampler, SamplingParams, sample_top_p

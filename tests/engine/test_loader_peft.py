@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
-from engine_cases import ZOO, Oracle, one_cpu_thread, write_checkpoint, write_zoo  # noqa: F401
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import Oracle, write_checkpoint, write_zoo
 from manylora.engine.make_tiny import adapter_config_json, write_adapter
 from manylora.engine.model_shape import PoolLayout
 from manylora.engine.peft_loader import AdapterError, pack_adapter, read_adapter

@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from manylora.analysis.cli import main
-from manylora.engine.make_tiny import TARGET_SETS, TinyModelSpec
+from manylora.engine.make_tiny import TARGET_SETS
 from manylora.engine.peft_loader import read_adapter
 from manylora.engine.model_config import load_model_config
 

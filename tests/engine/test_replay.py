@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine_cases import one_cpu_thread, write_checkpoint  # noqa: F401
+from engine_cases import one_cpu_thread  # noqa: F401 (autouse fixture)
+from engine_cases import write_checkpoint
 from manylora.analysis.cli import main
 from manylora.analysis.run_folder import read_run
 from manylora.engine.make_tiny import adapter_config_json, write_adapter
