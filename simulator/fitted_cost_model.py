@@ -15,7 +15,7 @@ add their host-tier load time to the step, as they do on the engine.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 from scipy.optimize import nnls
@@ -46,7 +46,7 @@ def fit_coefficients(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
     return solution / scale
 
 
-def _errors_pct(predicted: np.ndarray, seconds: np.ndarray) -> dict[str, float]:
+def errors_pct(predicted: np.ndarray, seconds: np.ndarray) -> dict[str, float]:
     ape = np.abs(predicted - seconds) / seconds * 100.0
     return {"mape_pct": float(np.mean(ape)), "p90_ape_pct": float(np.percentile(ape, 90)),
             "max_ape_pct": float(np.max(ape))}
@@ -57,23 +57,34 @@ def fold_indices(n: int, folds: int, rng: np.random.Generator) -> list[np.ndarra
     return np.array_split(rng.permutation(n), folds)
 
 
-def cross_validate(design: np.ndarray, seconds: np.ndarray,
-                   folds: list[np.ndarray]) -> dict[str, float]:
-    """Held-out errors of ``fit_coefficients``, each fold predicted from the others."""
+def cross_validated_predictions(design: np.ndarray, seconds: np.ndarray,
+                                folds: list[np.ndarray]) -> np.ndarray:
+    """Each point's prediction [n] by a fit on the folds that do not hold it."""
     predicted = np.empty_like(seconds)
     everything = np.arange(len(seconds))
     for held_out in folds:
         train = np.setdiff1d(everything, held_out)
-        coef = fit_coefficients(design[train], seconds[train])
-        predicted[held_out] = design[held_out] @ coef
-    return _errors_pct(predicted, seconds)
+        predicted[held_out] = design[held_out] @ fit_coefficients(design[train], seconds[train])
+    return predicted
+
+
+def cross_validate(design: np.ndarray, seconds: np.ndarray,
+                   folds: list[np.ndarray]) -> dict[str, float]:
+    """Held-out errors (percent): mean, 90th percentile and largest."""
+    return errors_pct(cross_validated_predictions(design, seconds, folds), seconds)
+
+
+def profile_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """Step shapes [n, fields] and the median of each one's repeats [n], in seconds."""
+    shapes = np.array([s.shape for s in profile.steps], dtype=np.float64)
+    seconds = np.array([np.median(s.duration_s) for s in profile.steps])
+    return shapes, seconds
 
 
 def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
                 seed: int = DEFAULT_SEED) -> dict[str, Any]:
     """Fit every form, keep the best by cross-validated MAPE; returns the profile's ``fit``."""
-    shapes = np.array([s.shape for s in profile.steps], dtype=np.float64)      # [n, fields]
-    seconds = np.array([np.median(s.duration_s) for s in profile.steps])      # [n]
+    shapes, seconds = profile_arrays(profile)
     folds = min(folds, len(seconds))
     if folds < 2:
         raise ProfileError("a profile needs at least 2 step measurements to cross-validate")
@@ -94,12 +105,14 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
         "adapter_loads": loads.to_dict(),
         "cv": {"folds": folds, "seed": seed, "points": len(seconds),
                "forms": {f: cv[f] for f in FORMS}},
-        "in_sample": _errors_pct(design @ coef, seconds),
+        "in_sample": errors_pct(design @ coef, seconds),
     }
 
 
 class FittedCostModel:
     """sum(c_i * term_i(shape)) + blocking host->pool copies, from a profile's fit."""
+
+    deterministic: ClassVar[bool] = True  # a function of the shape: blocks may be costed at once
 
     def __init__(self, form: str, coefficients: Mapping[str, float], loads: AdapterLoadModel,
                  source: Mapping[str, Any] | None = None) -> None:

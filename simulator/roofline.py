@@ -21,7 +21,7 @@ linear layers are compute-bound anyway.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,8 @@ DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")  # as in S-LoRA's e
 
 class RooflineCostModel:
     """Roofline step times for one model shape on one GPU preset."""
+
+    deterministic: ClassVar[bool] = True  # a function of the shape: blocks may be costed at once
 
     def __init__(self, gpu: GpuSpec, shape: ModelShape,
                  lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS) -> None:
