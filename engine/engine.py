@@ -1,8 +1,9 @@
 """The engine loop: schedule -> execute on the device -> complete, and the Python API.
 
 ``Engine(model_dir, adapters, config)`` loads a checkpoint, registers adapter folders, sizes
-the unified pool and builds the control plane's scheduler over it. ``step(now)`` runs one
-scheduler iteration: the plan's adapter loads are copied into pool pages, the model runs the
+the unified pool and builds the control plane's scheduler over it. ``step()`` runs one
+scheduler iteration at ``clock()`` (wall seconds since construction unless replaced, as trace
+replay does): the plan's adapter loads are copied into pool pages, the model runs the
 plan's prefill and decode requests in one forward pass, one token per request is sampled, and
 the scheduler is told which requests hit end-of-sequence. ``generate`` is the batch API on top.
 
