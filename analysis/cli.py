@@ -12,9 +12,11 @@ from typing import Sequence
 
 from manylora.analysis import commands as analysis_commands
 from manylora.engine import cli as engine_cli
+from manylora.engine import profile_cli
+from manylora.simulator import cli as simulator_cli
 from manylora.traces import cli as traces_cli
 
-COMMAND_MODULES = (traces_cli, analysis_commands, engine_cli)
+COMMAND_MODULES = (traces_cli, analysis_commands, engine_cli, profile_cli, simulator_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

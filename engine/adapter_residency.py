@@ -37,7 +37,7 @@ class AdapterResidency:
         self.pool = pool
         self.eviction = eviction
         self.host = host
-        self.pages: dict[int, np.ndarray] = {}   # resident or loading -> [pages] int32
+        self.pages: dict[int, np.ndarray] = {}   # resident or loading -> [pages] intp
         self.loading: set[int] = set()
         self.refs: dict[int, int] = {}            # adapters used by running requests -> count
         self.evictable_pages = 0

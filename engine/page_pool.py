@@ -13,8 +13,8 @@ Two pool kinds, by name (``POOL_KINDS``):
 - ``partitioned``: fixed regions, ``kv_pages`` for KV and the rest for adapters (S-LoRA's
   "no unified memory" ablation).
 
-Free lists are int32 stacks, so allocating or freeing n pages is a few numpy slice operations,
-not n Python operations.
+Free lists are np.intp stacks, so allocating or freeing n pages is a few numpy slice
+operations, not n Python operations (intp ids index the owner map without a cast).
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class _Region:
         self.start = start
         self.size = size
         # Reversed so that a fresh pool hands out ascending ids from ``start``.
-        self.stack = np.arange(start + size - 1, start - 1, -1, dtype=np.int32)  # [size]
+        self.stack = np.arange(start + size - 1, start - 1, -1, dtype=np.intp)  # [size]
         self.top = size
 
     def take(self, n: int) -> np.ndarray:
@@ -54,7 +54,7 @@ class _Region:
             raise PoolAccountingError(f"asked for {n} pages, {self.top} free")
         top = self.top
         self.top = top - n
-        return self.stack[top - n:top][::-1].copy()  # [n] int32
+        return self.stack[top - n:top][::-1].copy()  # [n] intp
 
     def give(self, pages: np.ndarray) -> None:
         n = len(pages)
@@ -146,7 +146,8 @@ class PagePool(ABC):
         self.adapter_pages -= len(pages)
 
     def _release(self, pages: np.ndarray, code: int, region: _Region) -> None:
-        if len(pages) and not (self.owner[pages] == code).all():
+        # An O(1) ownership spot check on the hot path; check() verifies every page.
+        if len(pages) and (self.owner[pages[0]] != code or self.owner[pages[-1]] != code):
             raise PoolAccountingError(f"freeing pages not owned by owner code {code}")
         self.owner[pages] = FREE
         region.give(pages)

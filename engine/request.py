@@ -17,7 +17,7 @@ import enum
 
 import numpy as np
 
-_NO_PAGES = np.zeros(0, dtype=np.int32)
+_NO_PAGES = np.zeros(0, dtype=np.intp)
 
 
 class RequestState(enum.Enum):
@@ -63,7 +63,7 @@ class Request:
         self.preemptions = 0
         self.replica = 0
         # Scheduler bookkeeping.
-        self.kv_pages: np.ndarray = _NO_PAGES     # [pages] int32, page table in token order
+        self.kv_pages: np.ndarray = _NO_PAGES     # [pages] intp, page table in token order
         self.base_tokens = 0                      # tokens generated before the current prefill
         self.prefill_step = -1                    # global step of the current prefill
         self.finish_step = -1                     # global step producing the last token

@@ -325,8 +325,13 @@ class Scheduler:
         over exactly this batch with nothing else happening, as long as no request arrives,
         no load completes and the clock stays below ``next_event_time()``. The last of them
         is the step before the next finish. 0 when ``plan`` itself is not such a step."""
-        if (plan.step != self.step or not plan.is_pure_decode or self._dirty
-                or self.reservation.grows or plan.preempted):
+        return 0 if self._dirty else self._decode_run(plan)
+
+    def _decode_run(self, plan: StepPlan) -> int:
+        """Steps from ``plan`` on with this batch and no finish, if nothing external happens
+        before their start (0 if ``plan`` is not a pure decode step of a static batch)."""
+        if (plan.step != self.step or not plan.is_pure_decode or self.reservation.grows
+                or plan.preempted):
             return 0
         return self._next_finish_step() - plan.step
 
@@ -345,8 +350,9 @@ class Scheduler:
 
     def skip_steps(self, plan: StepPlan, count: int) -> None:
         """Complete ``plan`` and the ``count - 1`` identical steps after it at once
-        (``1 <= count <= quiet_steps(plan)``). Nothing but the step counter changes."""
-        if not 1 <= count <= self.quiet_steps(plan):
+        (``1 <= count <= quiet_steps(plan)`` as it was when ``plan`` was scheduled; events
+        since then belong after the last of them). Only the step counter changes."""
+        if not 1 <= count <= self._decode_run(plan):
             raise SchedulerStateError(f"cannot skip {count} steps from step {plan.step}")
         self.step += count
 

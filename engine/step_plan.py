@@ -20,7 +20,7 @@ class AdapterLoad(NamedTuple):
     """One adapter copy into the pool."""
 
     adapter_id: int
-    pages: np.ndarray     # [pages] int32: where the packed weights go, in packing order
+    pages: np.ndarray     # [pages] intp: where the packed weights go, in packing order
     num_bytes: int        # weight bytes copied (host -> pool)
     from_disk: bool       # the weights must first be read from disk into host memory
     blocking: bool        # True: before this step's forward; False: prefetch, in background

@@ -174,7 +174,10 @@ def test_quiet_steps_is_zero_while_anything_can_change() -> None:
     sched.add_request(req(1, 1.0, 0, 5, 10), 1.0)  # an arrival after schedule: not quiet
     assert sched.quiet_steps(plan) == 0
     with pytest.raises(SchedulerStateError):
-        sched.skip_steps(plan, 2)
+        sched.skip_steps(plan, 9)   # would skip over the finishing step
+    sched.skip_steps(plan, 8)       # the arrival belongs after the jump: allowed
+    plan = sched.schedule(9.0)
+    assert [r.request_id for r in plan.prefill] == [1] and plan.step == 9
 
 
 def test_completing_a_stale_plan_is_an_error() -> None:
