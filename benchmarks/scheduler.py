@@ -9,7 +9,8 @@ Setup: Llama-2-7B pool layout (one token per page, 512 KiB pages), 2,000 adapter
 a few hundred resident adapters, so loads and LRU evictions keep happening), max batch 256.
 Before each timed step the queue is topped up to 1,000 waiting requests (untimed: that is
 the arrival path). Each step is timed on its own with ``perf_counter_ns``; the script prints
-the median, mean and 90th percentile per policy set, the share of steps that admitted\nrequests and the mean batch size.
+the median, mean and 90th percentile per policy set, the share of steps that admitted
+requests and the mean batch size.
 The target is a median under 200 us. The machine is shared: it repeats and quotes medians.
 """
 from __future__ import annotations

@@ -41,13 +41,15 @@ def _simulate(args: argparse.Namespace) -> int:
         raise SimulateCliError(str(exc)) from None
     trace = read_trace(args.trace)
     cost_model = cost_model_from_args(args.profile, args.hardware, args.model_shape)
-    deployment = resolve_deployment(control, args.profile, args.model_shape)
+    deployment = resolve_deployment(args.profile, args.model_shape, args.pool_pages,
+                                    args.tokens_per_page)
+    control = deployment.apply(control)
     duration = float(trace.column("arrival_s")[-1]) if trace.num_requests else 0.0
     with tqdm(total=round(duration, 3), unit="s", desc="simulate",
               disable=args.quiet or not sys.stderr.isatty(), leave=False,
               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s simulated [{elapsed}]") as bar:
-        result = simulate(trace, cost_model, control, deployment.shape, deployment.num_pages,
-                          config, progress=lambda t: bar.update(round(t, 3) - bar.n))
+        result = simulate(trace, cost_model, control, deployment.shape, config=config,
+                          progress=lambda t: bar.update(round(t, 3) - bar.n))
     out = write_run_folder(args.output, result.requests, result.steps,
                            simulation_meta(trace, cost_model, control, result, config))
     print(f"wrote {out}")

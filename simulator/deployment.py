@@ -1,11 +1,13 @@
-"""What is being simulated besides the trace: the model shape and the pool size.
+"""What is being simulated besides the trace: the model shape and the pool geometry.
 
-A profile records the model it measured and its pool (``"model"``, ``"pool"``), so a fitted
-cost model brings both; a roofline model brings the model shape, and the pool size then comes
-from ``--pool-pages`` (``MemoryConfig.pool_pages``).
+A profile records the model it measured and its pool (``"model"``; ``"pool"`` with
+``num_pages`` and ``tokens_per_page``), so a fitted cost model brings all three; a roofline
+model brings the model shape, and the pool size then has to come from ``--pool-pages``.
+Options given on the command line win over what the profile recorded.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,23 +26,37 @@ class DeploymentError(ValueError):
 class Deployment:
     shape: ModelShape
     num_pages: int
+    tokens_per_page: int
+
+    def apply(self, control: ControlConfig) -> ControlConfig:
+        """``control`` with this pool size and page size."""
+        memory = dataclasses.replace(control.memory, pool_pages=self.num_pages,
+                                     tokens_per_page=self.tokens_per_page)
+        return dataclasses.replace(control, memory=memory)
 
 
-def resolve_deployment(control: ControlConfig, profile: str | os.PathLike[str] | None = None,
-                       model_shape: str | None = None) -> Deployment:
+def _whole(value: object, minimum: int) -> int | None:
+    return value if isinstance(value, int) and value >= minimum else None
+
+
+def resolve_deployment(profile: str | os.PathLike[str] | None = None,
+                       model_shape: str | None = None, pool_pages: int | None = None,
+                       tokens_per_page: int | None = None) -> Deployment:
     """The model shape: ``model_shape`` by name (roofline), else the profile's (the shipped
-    profile by default). The pool pages: ``--pool-pages`` if given, else the profile's."""
-    recorded_pages = None
+    profile by default). Pool pages and tokens per page: the given values, else the
+    profile's (tokens per page default to 1)."""
+    recorded: dict = {}
     if model_shape is not None:
         shape = named_model_shape(model_shape)
     else:
-        recorded = read_profile(Path(profile) if profile is not None
+        measured = read_profile(Path(profile) if profile is not None
                                 else shipped_profile_path())
-        shape = recorded.model
-        recorded_pages = recorded.pool.get("num_pages")
-    pages = control.memory.pool_pages if control.memory.pool_pages is not None \
-        else recorded_pages
-    if not isinstance(pages, int) or pages < 2:
+        shape = measured.model
+        recorded = dict(measured.pool)
+    pages = pool_pages if pool_pages is not None else _whole(recorded.get("num_pages"), 2)
+    if pages is None:
         raise DeploymentError("the pool size is unknown: give --pool-pages N (a roofline model "
                               "has no measured pool; a profile records it as pool.num_pages)")
-    return Deployment(shape, pages)
+    tokens = tokens_per_page if tokens_per_page is not None \
+        else _whole(recorded.get("tokens_per_page"), 1) or 1
+    return Deployment(shape, pages, tokens)
