@@ -84,8 +84,13 @@ class Admission:
         budget = self.token_budget - sched.decode_count
         cap = self.max_adapters
         queue = sched.queue
+        if slots <= 0:
+            # A full batch admits nothing; like S-LoRA, the policy does not even look.
+            if self.prefetch_window:
+                self._prefetch(loads, evictions)
+            return (), tuple(loads), tuple(evictions)
         queue.begin_round(now)
-        for req in queue.candidates(sched) if slots > 0 else ():
+        for req in queue.candidates(sched):
             n = req.prefill_len
             if n > budget and not (n > self.token_budget and not prefill):
                 break

@@ -13,7 +13,9 @@ arrival first, and never drops them.
   queued request once ``waited + abort_margin_s >= slo_ttft_s``; estimate the arrival rate as
   new arrivals between admitted batches and the batch size, both smoothed 0.7 new / 0.3 old
   and truncated to ints; while arrivals keep up with the batch size (overload) serve newest
-  first, else oldest first.
+  first, else oldest first. S-LoRA looks for drops only when it tries to form a batch; here a
+  drop happens at the first step at or after the moment the SLO is out of reach, so its
+  recorded time does not depend on when a batch slot frees.
 - ``edf``: earliest first-token deadline (``arrival + slo_ttft_s``) first among requests that
   can still make it; those that cannot (``deadline - abort_margin_s <= now``) are demoted
   behind every on-time request, in arrival order, but still served.
