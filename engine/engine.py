@@ -26,11 +26,11 @@ from manylora.engine.catalog import AdapterCatalog
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.hf_loader import load_checkpoint
 from manylora.engine.model import LlamaModel
-from manylora.engine.model_shape import PoolLayout
+from manylora.engine.model_shape import TARGETS, PoolLayout
 from manylora.engine.peft_loader import AdapterError
 from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.request import Request, RequestState
-from manylora.engine.runner import Runner, StepRows
+from manylora.engine.runner import Runner, StepRows, fill_synthetic_adapters, synthetic_rows
 from manylora.engine.sampling import Sampler, SamplingParams
 from manylora.engine.scheduler import build_scheduler
 from manylora.engine.step_plan import StepPlan
@@ -240,6 +240,18 @@ class Engine:
             if req.adapter_id in failed and req.state is RequestState.WAITING:
                 self.scheduler.queue.remove(req)
                 _reject(req, failed[req.adapter_id])
+
+    def warmup(self, seed: int = 0) -> None:
+        """Run one throwaway prefill + decode step with a rank-8 adapter on every target, so
+        one-time costs (allocator growth, kernel compilation) do not land in a measured step.
+        Uses free pages only; KV and adapter pages are always rewritten before they are read."""
+        layout, pages = self.layout, self.scheduler.pool.num_pages
+        rng = np.random.default_rng(seed)
+        ranks = [8] if layout.adapter_pages(8, TARGETS) + 2 * layout.kv_pages(9) < pages else []
+        rows = synthetic_rows(layout, pages, [8], [9], [0 if ranks else -1] * 2, ranks, TARGETS,
+                              self.model_config.vocab_size, rng)
+        fill_synthetic_adapters(self.pool, rows, rng)
+        self.sampler.sample(self.runner.run(rows), [SamplingParams()] * 2, [None, None])
 
     # ----------------------------------------------------------------- batch API
     def check_progress(self, record: StepRecord) -> None:
