@@ -11,12 +11,15 @@ import sys
 from typing import Sequence
 
 from manylora.analysis import commands as analysis_commands
+from manylora.analysis import experiment_commands
+from manylora.analysis import sweep_cli
 from manylora.engine import cli as engine_cli
 from manylora.engine import profile_cli
 from manylora.simulator import cli as simulator_cli
 from manylora.traces import cli as traces_cli
 
-COMMAND_MODULES = (traces_cli, analysis_commands, engine_cli, profile_cli, simulator_cli)
+COMMAND_MODULES = (traces_cli, analysis_commands, experiment_commands, engine_cli, profile_cli,
+                   simulator_cli, sweep_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
