@@ -63,7 +63,7 @@ def _slo_window(args: argparse.Namespace) -> tuple[SLO, Window]:
     return slo, window
 
 
-def _print_table(frame: pd.DataFrame) -> None:
+def print_table(frame: pd.DataFrame) -> None:
     text = frame.map(format_value) if not frame.empty else frame
     print(text.to_string(index=False), file=sys.stdout)
 
@@ -81,7 +81,7 @@ def _run_metrics(args: argparse.Namespace) -> int:
     else:
         table = pd.DataFrame({str(r.path): summarize(r.requests, slo, window) for r in runs})
         table = table.rename_axis("metric").reset_index()
-    _print_table(table)
+    print_table(table)
     if args.output:
         print(f"wrote {write_csv(table, args.output)}", file=sys.stderr)
     return 0
@@ -100,7 +100,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     result = compare_runs(read_run(args.run_a), read_run(args.run_b), args.output, config,
                           cost_model)
     fidelity = result.fidelity.assign(rel_error=result.fidelity["rel_error"] * 100)
-    _print_table(fidelity.rename(columns={"rel_error": "rel_error_%"}))
+    print_table(fidelity.rename(columns={"rel_error": "rel_error_%"}))
     verdict = "within" if result.passed else "NOT within"
     print(f"{verdict} {config.tolerance:.0%} on {', '.join(result.fidelity['metric'])}; "
           f"report: {Path(args.output) / 'report.md'}")
@@ -118,7 +118,7 @@ def _run_goodput(args: argparse.Namespace) -> int:
                               interpolation=args.interpolation)
     except ValueError as exc:
         raise OptionError(str(exc)) from exc
-    _print_table(table)
+    print_table(table)
     if args.output:
         print(f"wrote {write_csv(table, args.output)}", file=sys.stderr)
     return 0

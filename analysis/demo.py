@@ -1,0 +1,223 @@
+"""``manylora demo``: the README's main job, end to end, in a few minutes on a laptop CPU.
+
+1. capacity of the tiny model's deployment under the shipped profile (simulated probes);
+2. Gamma traces over ``num_adapters`` (1,000 by default) adapters, simulated for several
+   admission policies across request rates (and across burstiness at one rate): every run
+   folder under ``sim/``, all of them scored into ``sweep.csv`` (one row per SLO scale) and
+   ``goodput.csv``;
+3. SLO figures: attainment vs rate, vs cv, vs SLO scale, and pool occupancy of one run;
+4. a tiny random model and the PEFT adapters one trace uses, that trace replayed on the real
+   engine and simulated over the same pool, compared (``validation/report.md``);
+5. ``report.md`` tying it together.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from manylora.analysis.capacity import CapacityConfig, measure_capacity
+from manylora.analysis.compare import CompareConfig, Comparison, compare_runs
+from manylora.analysis.experiment import Deployment, requests_frame
+from manylora.analysis.goodput import goodput_table
+from manylora.analysis.outputs import atomic_write_text, write_csv
+from manylora.analysis.plots_run import plot_pool_occupancy
+from manylora.analysis.plots_sweep import SWEEP_PLOTS, plot_sweep
+from manylora.analysis.report import figure_links, markdown_table
+from manylora.analysis.run_folder import read_run
+from manylora.analysis.slo import SLO
+from manylora.analysis.style import save_figure
+from manylora.analysis.sweep_table import point_from_meta, sweep_rows
+from manylora.engine.engine_config import EngineConfig
+from manylora.engine.make_tiny import TinyModelSpec, write_model
+from manylora.engine.replay import ReplayConfig, materialize_adapters, replay_trace
+from manylora.simulator.cost_model import fitted_cost_model, shipped_profile_path
+from manylora.simulator.profile_file import read_profile
+from manylora.traces import (GammaArrivals, SLoRAPopularity, TraceConfig, UniformLengths,
+                             generate_trace, write_trace)
+from manylora.traces.trace import Trace
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs. Rates are shares of the simulated capacity, so the curves cross
+    the SLO wherever the shipped profile's hardware puts it."""
+
+    num_adapters: int = 1000
+    policies: tuple[str, ...] = ("fcfs", "early-abort", "lifo")
+    loads: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+    cvs: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    cv_load: float = 0.75            # load of the cv sweep
+    cv: float = 1.0                  # cv of the rate sweep
+    alpha: float = 0.5               # S-LoRA popularity (1 = uniform; smaller = skewed)
+    duration_s: float = 120.0
+    prompt_range: tuple[int, int] = (8, 256)
+    output_range: tuple[int, int] = (8, 128)
+    slo: SLO = field(default_factory=SLO)
+    slo_scales: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    replay_requests: int = 80
+    replay_load: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_adapters < 1:
+            raise ValueError(f"DemoConfig.num_adapters must be >= 1, got {self.num_adapters}")
+        for name in ("policies", "loads", "cvs", "slo_scales"):
+            if not getattr(self, name):
+                raise ValueError(f"DemoConfig.{name} must not be empty")
+        for name in ("duration_s", "cv_load", "cv", "alpha", "replay_load"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"DemoConfig.{name} must be > 0, got {value!r}")
+        if self.replay_requests < 1:
+            raise ValueError(f"DemoConfig.replay_requests must be >= 1, got "
+                             f"{self.replay_requests}")
+
+    @classmethod
+    def quick(cls) -> "DemoConfig":
+        """A reduced demo for tests and a first look: seconds, not minutes."""
+        return cls(policies=("fcfs", "early-abort"), loads=(0.5, 1.25), cvs=(1.0, 4.0),
+                   duration_s=20.0, prompt_range=(8, 32), output_range=(4, 16),
+                   slo_scales=(0.5, 1.0, 2.0), replay_requests=6)
+
+    def trace(self, rate_rps: float, cv: float, *, duration_s: float | None = None,
+              num_requests: int | None = None) -> Trace:
+        """The demo workload at one rate: same seed, so policies see the same requests."""
+        if num_requests is None:
+            duration_s = duration_s or self.duration_s
+        return generate_trace(TraceConfig(
+            num_adapters=self.num_adapters, arrivals=GammaArrivals(rate=rate_rps, cv=cv),
+            popularity=SLoRAPopularity(alpha=self.alpha),
+            lengths=UniformLengths(input_range=self.prompt_range,
+                                   output_range=self.output_range),
+            duration_s=duration_s, num_requests=num_requests, seed=self.seed))
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    report: Path
+    sweep: pd.DataFrame
+    goodput: pd.DataFrame
+    validation: Comparison
+    capacity_rps: float
+
+
+def _points(config: DemoConfig, capacity: float) -> list[tuple[float, float]]:
+    """(rate, cv) of every simulated point: the rate sweep at ``cv``, the cv sweep at
+    ``cv_load``; a point in both is simulated once."""
+    points = [(load * capacity, config.cv) for load in config.loads]
+    points += [(config.cv_load * capacity, cv) for cv in config.cvs]
+    return list(dict.fromkeys(points))
+
+
+def _sweep(config: DemoConfig, setup: Deployment, capacity: float, out: Path,
+           log: Log) -> tuple[pd.DataFrame, dict[tuple[str, float, float], Path]]:
+    """Simulate every policy at every point; score each run. Returns the sweep table and the
+    run folder of each (policy, rate, cv)."""
+    rows, runs = [], {}
+    for rate, cv in _points(config, capacity):
+        trace = config.trace(rate, cv)
+        for policy in config.policies:
+            deployment = setup.with_control(queue=policy, slo_ttft_s=config.slo.ttft_s)
+            path = deployment.simulate_run(trace, out / "sim" / f"{policy}-rate{rate:.3g}-cv{cv:g}",
+                                           config.seed)
+            run = read_run(path)
+            runs[policy, rate, cv] = path
+            rows.append(sweep_rows(run.requests, point_from_meta(run.meta, path, policy),
+                                   config.slo, config.slo_scales))
+        log(f"simulated {len(config.policies)} policies at {rate:.3g} req/s, cv {cv:g} "
+            f"({trace.num_requests} requests)")
+    return pd.concat(rows, ignore_index=True), runs
+
+
+def _figures(config: DemoConfig, sweep: pd.DataFrame, capacity: float,
+             busiest_run: Path, out: Path) -> list[str]:
+    at_cv = sweep[np.isclose(sweep["cv"], config.cv)]
+    at_load = sweep[np.isclose(sweep["rate"], config.cv_load * capacity)]
+    made = [("attainment-vs-rate", at_cv), ("attainment-vs-cv", at_load),
+            ("attainment-vs-slo-scale", at_load[np.isclose(at_load["cv"], config.cv)])]
+    names = []
+    for name, table in made:
+        if table[SWEEP_PLOTS[name].x].nunique() > 1:
+            save_figure(plot_sweep(table, SWEEP_PLOTS[name]), out / "figures", name)
+            names.append(name)
+    save_figure(plot_pool_occupancy(read_run(busiest_run)), out / "figures", "pool_occupancy")
+    return names + ["pool_occupancy"]
+
+
+def _validation(config: DemoConfig, setup: Deployment, engine: EngineConfig, capacity: float,
+                out: Path, log: Log) -> Comparison:
+    """One trace on the engine and in the simulator, over the same pool."""
+    folder = out / "validation"
+    model = out / "model"
+    model_config = write_model(model, TinyModelSpec(), config.seed)
+    trace = config.trace(config.replay_load * capacity, config.cv,
+                         num_requests=config.replay_requests)
+    write_trace(trace, folder / "trace")
+    used = sorted(int(a) for a in np.unique(trace.column("adapter_id")) if a >= 0)
+    materialize_adapters(trace, used, model_config, model / "adapters", config.seed)
+    log(f"replaying {trace.num_requests} requests over {len(used)} adapters on the engine ...")
+    replay_trace(folder / "trace", model, model / "adapters", folder / "engine",
+                 setup.engine_config(engine), ReplayConfig(seed=config.seed))
+    setup.simulate_run(trace, folder / "sim", config.seed)
+    return compare_runs(read_run(folder / "engine"), read_run(folder / "sim"),
+                        folder / "compare", CompareConfig(slo=config.slo,
+                                                          labels=("engine", "simulator")),
+                        setup.cost_model)
+
+
+def _report(config: DemoConfig, capacity: float, goodput: pd.DataFrame, figures: list[str],
+            validation: Comparison) -> str:
+    fidelity = validation.fidelity.assign(rel_error_pct=validation.fidelity["rel_error"] * 100)
+    return "\n".join([
+        "# manylora demo", "",
+        f"Simulated capacity of the tiny model on the shipped CPU profile: {capacity:.3g} req/s. "
+        f"Workload: Gamma arrivals over {config.num_adapters} adapters (S-LoRA popularity, "
+        f"alpha {config.alpha:g}), prompts {config.prompt_range[0]}-{config.prompt_range[1]} "
+        f"and outputs {config.output_range[0]}-{config.output_range[1]} tokens, "
+        f"{config.duration_s:g} s per run. SLO: first token within {config.slo.ttft_s:g} s.",
+        "", "## Goodput (highest rate with >= 90% SLO attainment)", "",
+        markdown_table(goodput), "", "## Figures", "",
+        figure_links([f"figures/{n}" for n in figures], figures), "",
+        "## Simulator vs engine on one trace", "",
+        markdown_table(fidelity[["metric", "A", "B", "rel_error_pct", "within_tolerance"]]),
+        "", "A = engine replay, B = simulation of the same trace. Full comparison: "
+        "[validation/compare/report.md](validation/compare/report.md). Every simulated run "
+        "folder is under `sim/`; `sweep.csv` scores all of them.", "",
+    ])
+
+
+def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
+             engine: EngineConfig = EngineConfig(), profile: str | Path | None = None,
+             log: Log = lambda message: None) -> DemoResult:
+    """Run the demo (module docstring) into ``out_dir``, simulating with ``profile`` (default:
+    the profile shipped with manylora)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    profile_path = Path(profile) if profile is not None else shipped_profile_path()
+    setup = Deployment.for_engine(fitted_cost_model(profile_path),
+                                  read_profile(profile_path).model, engine)
+    probes = CapacityConfig(busy_s=min(120.0, config.duration_s), min_requests=100)
+    estimate = measure_capacity(
+        lambda rate, n: requests_frame(setup.simulate(config.trace(rate, 1.0,
+                                                                   num_requests=n)).requests),
+        replace(probes, start_rps=0.5))
+    capacity = estimate.capacity_rps
+    log(f"simulated capacity: {capacity:.3g} req/s")
+    sweep, runs = _sweep(config, setup, capacity, out, log)
+    write_csv(sweep, out / "sweep.csv")
+    at_one = sweep[np.isclose(sweep["slo_scale"], 1.0) & np.isclose(sweep["cv"], config.cv)]
+    goodput = goodput_table(at_one, by=["policy"])
+    write_csv(goodput, out / "goodput.csv")
+    busiest = runs[config.policies[0], max(config.loads) * capacity, config.cv]
+    figures = _figures(config, sweep, capacity, busiest, out)
+    validation = _validation(config, setup, engine, capacity, out, log)
+    report = atomic_write_text(out / "report.md",
+                               _report(config, capacity, goodput, figures, validation))
+    return DemoResult(report, sweep, goodput, validation, capacity)

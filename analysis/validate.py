@@ -1,0 +1,200 @@
+"""``manylora validate``: does the simulator reproduce the engine on this machine?
+
+1. the checkpoint (given, or random of a named shape; the tiny model by default);
+2. profile the engine over the batch shapes the validation will produce and fit the cost model
+   (``profile.json``, with its cross-validated error);
+3. capacity: the highest rate the engine keeps up with, by simulation over the fitted model
+   (``capacity.py``; ``capacity.csv`` lists the probes);
+4. one Gamma trace per load level (50%, 85%, 120% of capacity by default), each replayed on
+   the engine and simulated with the fitted model over the same pool;
+5. ``manylora compare`` of each pair, and a summary: throughput, mean latency and P90 TTFT of
+   simulation vs engine at each level, within the tolerance or not (``summary.csv``,
+   ``report.md``, ``fidelity.png``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from manylora.analysis.capacity import CapacityConfig, CapacityEstimate, measure_capacity
+from manylora.analysis.compare import FIDELITY_METRICS, CompareConfig, Comparison, compare_runs
+from manylora.analysis.experiment import Deployment, requests_frame
+from manylora.analysis.outputs import atomic_write_text, write_csv
+from manylora.analysis.report import figure_links, markdown_table
+from manylora.analysis.run_folder import read_run
+from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, new_figure, save_figure,
+                                     styled)
+from manylora.analysis.validate_workload import (VALIDATION_GRID, ValidateConfig, ensure_model,
+                                                 validation_trace)
+from manylora.engine.engine_config import EngineConfig
+from manylora.engine.profiler import ProfilerConfig, profile_engine
+from manylora.engine.replay import ReplayConfig, replay_trace
+from manylora.simulator.cost_model import fitted_cost_model
+from manylora.simulator.fitted_cost_model import fit_profile
+from manylora.simulator.profile_file import (Profile, profile_from_dict, read_profile,
+                                             write_profile)
+from manylora.traces import write_trace
+
+Log = Callable[[str], None]
+
+
+class ValidationError(ValueError):
+    """A validation cannot run as configured (e.g. a level would use too few adapters)."""
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    summary: pd.DataFrame              # level, rate_rps, requests, adapters, metric, engine, ...
+    capacity: CapacityEstimate
+    comparisons: dict[float, Comparison]
+    report: Path
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.summary["within_tolerance"].all())
+
+
+def profile_and_fit(model: Path, engine: EngineConfig, profiler: ProfilerConfig, out: Path,
+                    log: Log) -> Path:
+    log(f"profiling the engine ({model}) ...")
+    if engine.threads:
+        # The engine applies its thread count when it starts; the profiler does not, and the
+        # profile must be measured the way the replays will run.
+        torch.set_num_threads(engine.threads)
+    measured = profile_engine(model, None, engine, profiler)
+    path = out / "profile.json"
+    profile = profile_from_dict(measured, str(path))
+    fit = fit_profile(profile)
+    write_profile(profile.with_fit(fit), path)
+    error = fit["cv"]["forms"][fit["form"]]["mape_pct"]
+    log(f"wrote {path}: cost model {fit['form']!r}, cross-validated MAPE {error:.1f}%")
+    return path
+
+
+def deployment(profile_path: Path, engine: EngineConfig) -> tuple[Deployment, Profile]:
+    """The fitted cost model over the engine's pool (the same pages the replay gets)."""
+    profile = read_profile(profile_path)
+    return Deployment.for_engine(fitted_cost_model(profile_path), profile.model, engine), profile
+
+
+def find_capacity(config: ValidateConfig, setup: Deployment, out: Path,
+                  log: Log) -> CapacityEstimate:
+    def run(rate: float, n: int) -> pd.DataFrame:
+        return requests_frame(setup.simulate(validation_trace(config, rate, n, 1)).requests)
+
+    estimate = measure_capacity(run, CapacityConfig())
+    write_csv(estimate.probes, out / "capacity.csv")
+    log(f"capacity: {estimate.capacity_rps:.3g} req/s ({len(estimate.probes)} simulated probes)")
+    return estimate
+
+
+def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: EngineConfig,
+              level: float, rate: float, n: int, out: Path, log: Log) -> Comparison:
+    """Trace at ``rate``; engine replay and simulation of it; their comparison."""
+    folder = out / f"load-{round(level * 100):03d}"
+    trace = validation_trace(config, rate, n)
+    used = len(np.unique(trace.column("adapter_id")))
+    if used < config.min_adapters:
+        raise ValidationError(f"the level-{level:g} trace uses {used} adapters, fewer than "
+                              f"{config.min_adapters}; raise num_adapters or requests")
+    write_trace(trace, folder / "trace")
+    log(f"load {level:.0%}: {n} requests over {used} adapters at {rate:.3g} req/s; replaying "
+        f"on the engine (about {n / rate / 60:.1f} min) ...")
+    replay_trace(folder / "trace", model, None, folder / "engine", setup.engine_config(engine),
+                 ReplayConfig(materialize_missing=True, seed=config.seed))
+    setup.simulate_run(trace, folder / "sim", config.seed)
+    return compare_runs(read_run(folder / "engine"), read_run(folder / "sim"),
+                        folder / "compare", CompareConfig(tolerance=config.tolerance,
+                                                          labels=("engine", "simulator")),
+                        setup.cost_model)
+
+
+def summary_table(levels: dict[float, tuple[float, int, Comparison]]) -> pd.DataFrame:
+    rows = []
+    for level, (rate, n, comparison) in levels.items():
+        for row in comparison.fidelity.itertuples(index=False):
+            rows.append({"load": level, "rate_rps": rate, "requests": n, "metric": row.metric,
+                         "engine": row.A, "simulator": row.B, "rel_error": row.rel_error,
+                         "within_tolerance": bool(row.within_tolerance)})
+    return pd.DataFrame(rows)
+
+
+def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
+    """Relative error of each fidelity metric at each load level, against the tolerance."""
+    levels = sorted(summary["load"].unique())
+    width = 0.8 / len(FIDELITY_METRICS)
+    with styled():
+        fig, (ax,) = new_figure()
+        for i, metric in enumerate(FIDELITY_METRICS):
+            rows = summary[summary["metric"] == metric].set_index("load").loc[levels]
+            x = np.arange(len(levels)) + (i - (len(FIDELITY_METRICS) - 1) / 2) * width
+            ax.bar(x, rows["rel_error"] * 100, width, color=PALETTE[i], label=metric)
+        ax.axhspan(-tolerance * 100, tolerance * 100, color=REFERENCE_COLOR, alpha=0.12,
+                   label=f"within {tolerance:.0%}")
+        ax.axhline(0, color=REFERENCE_COLOR, linewidth=0.8)
+        ax.set_xticks(np.arange(len(levels)), [f"{level:.0%}" for level in levels])
+        ax.set_xlabel("Offered load (share of capacity)")
+        ax.set_ylabel("Simulator vs engine error (%)")
+        ax.legend(loc="best")
+    return fig
+
+
+def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEstimate,
+            profile: Profile) -> str:
+    cv = profile.fit["cv"]["forms"][profile.fit["form"]] if profile.fit else {}
+    verdict = "PASS" if summary["within_tolerance"].all() else "FAIL"
+    table = summary.assign(rel_error_pct=summary["rel_error"] * 100).drop(columns="rel_error")
+    return "\n".join([
+        "# Simulator validation against the engine", "",
+        f"- machine: {profile.hardware.get('device_name') or profile.hardware.get('device')}, "
+        f"{profile.hardware.get('cpu_model', '')} ({profile.hardware.get('cpu_affinity')} "
+        f"cores usable, {profile.hardware.get('torch_threads')} torch threads)",
+        f"- model: {profile.model.name} ({profile.model.num_layers} layers, hidden "
+        f"{profile.model.hidden_size})",
+        f"- cost model: fitted form {profile.fit['form'] if profile.fit else 'n/a'}, "
+        f"cross-validated MAPE {cv.get('mape_pct', math.nan):.1f}% over "
+        f"{len(profile.steps)} profiled step shapes",
+        f"- capacity: {capacity.capacity_rps:.3g} req/s (simulated probes in capacity.csv)",
+        f"- workload: Gamma arrivals cv {config.cv:g}, prompts {config.prompt_range[0]}-"
+        f"{config.prompt_range[1]}, outputs {config.output_range[0]}-{config.output_range[1]} "
+        f"tokens, {config.num_adapters} adapters of ranks "
+        f"{', '.join(map(str, config.ranks))} (uniform popularity)", "",
+        f"## Fidelity: {verdict} (tolerance {config.tolerance:.0%})", "",
+        markdown_table(table), "",
+        "Each load level's folder holds the trace, the engine run, the simulated run and the "
+        "full comparison (`load-NNN/compare/report.md`).", "",
+        figure_links(["fidelity"], ["Simulator vs engine relative error per load level"]), "",
+    ])
+
+
+def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(), *,
+                   model_dir: str | Path | None = None, model_shape: str | None = None,
+                   engine: EngineConfig = EngineConfig(),
+                   profiler: ProfilerConfig = ProfilerConfig(grid=VALIDATION_GRID),
+                   log: Log = lambda message: None) -> ValidationResult:
+    """Run the whole validation (module docstring) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = ensure_model(model_dir, model_shape, out, config.seed)
+    profile_path = profile_and_fit(model, engine, profiler, out, log)
+    setup, profile = deployment(profile_path, engine)
+    capacity = find_capacity(config, setup, out, log)
+    n = config.requests_per_level(capacity.capacity_rps)
+    levels = {}
+    for level in config.levels:
+        rate = level * capacity.capacity_rps
+        levels[level] = (rate, n, run_level(config, setup, model, engine, level, rate, n, out,
+                                            log))
+    summary = summary_table(levels)
+    write_csv(summary, out / "summary.csv")
+    save_figure(plot_fidelity(summary, config.tolerance), out, "fidelity")
+    report = atomic_write_text(out / "report.md",
+                               _report(config, summary, capacity, profile))
+    return ValidationResult(summary, capacity, {k: v[2] for k, v in levels.items()}, report)

@@ -1,0 +1,110 @@
+"""The workload and deployment a validation runs: which model, which traces, which engine.
+
+``ValidateConfig`` holds every choice of ``manylora validate``; ``ensure_model`` provides the
+checkpoint (a given folder, or a random one of a named shape written on the spot), and
+``validation_trace`` the Gamma traces, one per load level. Adapters come from each trace's
+catalog (materialised by the replay as random PEFT folders), so the engine serves exactly the
+ranks and targets the simulator prices.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from manylora.engine.make_tiny import TinyModelSpec, write_model
+from manylora.engine.model_shape import MODEL_SHAPES, ModelShape
+from manylora.engine.profile_grid import GridConfig
+from manylora.traces import (CatalogConfig, CycleRanks, GammaArrivals, TraceConfig,
+                             UniformLengths, UniformPopularity, generate_trace)
+from manylora.traces.trace import Trace
+
+
+def _spec_of(shape: ModelShape) -> TinyModelSpec:
+    return TinyModelSpec(layers=shape.num_layers, hidden=shape.hidden_size,
+                         intermediate=shape.intermediate_size, heads=shape.num_heads,
+                         kv_heads=shape.num_kv_heads, vocab=shape.vocab_size)
+
+
+MODEL_SPECS: Mapping[str, TinyModelSpec] = MappingProxyType({
+    "tiny": TinyModelSpec(),
+    **{name: _spec_of(shape) for name, shape in MODEL_SHAPES.items()},
+})
+"""Random checkpoints ``--model-shape`` can write: make-tiny's default, and the named shapes."""
+
+# Batches the validation workload produces (prompts <= 64, outputs <= 32 tokens, up to ~100
+# running requests): the profile is measured where the runs will be.
+VALIDATION_GRID = GridConfig(
+    decode_batches=(1, 2, 4, 8, 16, 32, 64, 128), decode_contexts=(16, 48, 96),
+    prefill_requests=(1, 2, 4, 8), prefill_lens=(8, 32, 64), lora_batches=(4, 16, 64),
+    lora_distinct=(1, 4, 16, 64), ranks=(8, 16, 32, 64), random_points=40,
+    max_step_tokens=1024, max_kv_tokens=16384, max_context=128)
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Everything ``manylora validate`` decides."""
+
+    levels: tuple[float, ...] = (0.5, 0.85, 1.2)   # offered load as a share of capacity
+    min_requests: int = 300        # requests per level, at least
+    minutes: float = 15.0          # engine replay budget; more requests per level if it allows
+    num_adapters: int = 100        # catalog per trace (uniform popularity: most get used)
+    min_adapters: int = 50         # distinct adapters each level must use
+    prompt_range: tuple[int, int] = (8, 64)
+    output_range: tuple[int, int] = (8, 32)
+    ranks: tuple[int, ...] = (8, 16, 32, 64)
+    cv: float = 1.0
+    tolerance: float = 0.10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.levels or min(self.levels) <= 0:
+            raise ValueError(f"ValidateConfig.levels must be load shares > 0, got {self.levels}")
+        if self.min_requests < 1 or self.num_adapters < 1 or self.min_adapters < 1:
+            raise ValueError("ValidateConfig.min_requests, num_adapters and min_adapters must "
+                             "be >= 1")
+        if self.min_adapters > self.num_adapters:
+            raise ValueError(f"ValidateConfig.min_adapters ({self.min_adapters}) exceeds "
+                             f"num_adapters ({self.num_adapters})")
+        if not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ValueError(f"ValidateConfig.minutes must be > 0, got {self.minutes!r}")
+        if not (math.isfinite(self.cv) and self.cv > 0):
+            raise ValueError(f"ValidateConfig.cv must be > 0, got {self.cv!r}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"ValidateConfig.tolerance must be in (0, 1), got "
+                             f"{self.tolerance!r}")
+
+    def requests_per_level(self, capacity_rps: float) -> int:
+        """As many requests as fit in ``minutes`` of replay over all levels (a level at load
+        l takes about n / (l x capacity) seconds), but at least ``min_requests``."""
+        seconds_per_request = sum(1.0 / (level * capacity_rps) for level in self.levels)
+        return max(self.min_requests, int(self.minutes * 60 / seconds_per_request))
+
+
+def validation_trace(config: ValidateConfig, rate_rps: float, num_requests: int,
+                     seed_offset: int = 0) -> Trace:
+    """Gamma arrivals at ``rate_rps`` over a uniformly popular catalog of short requests."""
+    return generate_trace(TraceConfig(
+        num_adapters=config.num_adapters, arrivals=GammaArrivals(rate=rate_rps, cv=config.cv),
+        popularity=UniformPopularity(),
+        lengths=UniformLengths(input_range=config.prompt_range,
+                               output_range=config.output_range),
+        catalog=CatalogConfig(ranks=CycleRanks(ranks=config.ranks)),
+        duration_s=None, num_requests=num_requests, seed=config.seed + seed_offset))
+
+
+def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Path,
+                 seed: int) -> Path:
+    """The checkpoint to validate: ``model_dir`` as given, else a random one of
+    ``model_shape`` (default: the tiny model) written to ``work/model``."""
+    if model_dir is not None:
+        return Path(model_dir)
+    name = model_shape or "tiny"
+    if name not in MODEL_SPECS:
+        raise ValueError(f"unknown model shape {name!r}; choose one of {', '.join(MODEL_SPECS)}")
+    target = work / "model"
+    if not (target / "config.json").is_file():
+        write_model(target, MODEL_SPECS[name], seed)
+    return target
