@@ -27,8 +27,8 @@ import numpy as np
 from manylora.engine.adapter_residency import AdapterResidency
 from manylora.engine.admission import Admission
 from manylora.engine.catalog import AdapterCatalog
-from manylora.engine.model_shape import PoolLayout
 from manylora.engine.host_cache import HostCache
+from manylora.engine.model_shape import PoolLayout
 from manylora.engine.page_pool import POOL_KINDS, PagePool
 from manylora.engine.policies_eviction import EVICTION_POLICIES
 from manylora.engine.policies_queue import QUEUE_POLICIES
