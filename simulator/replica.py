@@ -30,7 +30,7 @@ from simpy.events import NORMAL, URGENT
 from manylora.engine.request import Request
 from manylora.engine.run_folder import StepLog
 from manylora.engine.scheduler import Scheduler
-from manylora.engine.step_plan import StepPlan
+from manylora.engine.step_plan import AdapterLoad, StepPlan
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS
 from manylora.simulator.cost_base import CostModel
 
@@ -144,7 +144,7 @@ class Replica:
             self.steps += 1
             self._last_duration = duration
 
-    def _background_time(self, load) -> float:
+    def _background_time(self, load: AdapterLoad) -> float:
         seconds = self.cost.adapter_load_time(load.num_bytes, "host")
         if load.from_disk:
             seconds += self.cost.adapter_load_time(load.num_bytes, "disk")
