@@ -197,12 +197,16 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
              engine: EngineConfig = EngineConfig(), profile: str | Path | None = None,
              log: Log = lambda message: None) -> DemoResult:
     """Run the demo (module docstring) into ``out_dir``, simulating with ``profile`` (default:
-    the profile shipped with manylora)."""
+    the profile shipped with manylora). ``engine.threads`` 0 replays on the thread count the
+    profile was measured with."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     profile_path = Path(profile) if profile is not None else shipped_profile_path()
-    setup = Deployment.for_engine(fitted_cost_model(profile_path),
-                                  read_profile(profile_path).model, engine)
+    recorded = read_profile(profile_path)
+    if not engine.threads and recorded.hardware.get("torch_threads"):
+        # replay on as many threads as the profile was measured with, so that they compare
+        engine = replace(engine, threads=int(recorded.hardware["torch_threads"]))
+    setup = Deployment.for_engine(fitted_cost_model(profile_path), recorded.model, engine)
     probes = CapacityConfig(busy_s=min(120.0, config.duration_s), min_requests=100)
     estimate = measure_capacity(
         lambda rate, n: requests_frame(setup.simulate(config.trace(rate, 1.0,

@@ -32,7 +32,7 @@ def _levels(text: str) -> tuple[float, ...]:
 
 def _engine(args: argparse.Namespace) -> EngineConfig:
     try:
-        return EngineConfig(device=args.device, dtype=args.dtype, threads=args.threads)
+        return EngineConfig(device=args.device, dtype=args.dtype, threads=args.threads or 0)
     except ValueError as exc:
         raise OptionError(str(exc)) from exc
 
@@ -75,14 +75,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_engine_options(parser: argparse.ArgumentParser, threads_default: int) -> None:
+def _add_engine_options(parser: argparse.ArgumentParser, threads: int | None,
+                        threads_help: str) -> None:
     group = parser.add_argument_group("engine")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
     group.add_argument("--dtype", default="float32", help="model dtype (default float32)")
-    group.add_argument("--threads", type=int, default=threads_default, metavar="N",
-                       help="torch CPU threads for profiling and replay (default "
-                            f"{threads_default}; 0 = torch's choice). One thread is steadiest "
-                            "on a small or shared CPU, where extra OpenMP threads spin")
+    group.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,7 +108,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick-profile", action="store_true",
                    help="profile a small grid (smoke runs; the fit is rougher)")
     p.add_argument("--seed", type=int, default=0, help="seed of traces and profile")
-    _add_engine_options(p, threads_default=1)
+    _add_engine_options(p, 1, "torch CPU threads for profiling and replays (default 1: on a "
+                        "small or shared CPU extra OpenMP threads spin and contend; 0 = torch's "
+                        "choice)")
     p.set_defaults(func=_run_validate)
 
     p = subparsers.add_parser(
@@ -128,6 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", metavar="P",
                    help="profile to simulate with (default: the shipped CPU profile)")
     p.add_argument("--seed", type=int, default=0, help="trace seed (default 0)")
-    _add_engine_options(p, threads_default=1)
+    _add_engine_options(p, None, "torch CPU threads of the engine replay (default: as many as "
+                        "the profile was measured with, so that the two compare)")
     p.set_defaults(func=_run_demo)
 

@@ -80,7 +80,8 @@ class ValidateConfig:
         """As many requests as fit in ``minutes`` of replay over all levels (a level at load
         l takes about n / (l x capacity) seconds), but at least ``min_requests``."""
         seconds_per_request = sum(1.0 / (level * capacity_rps) for level in self.levels)
-        return max(self.min_requests, int(self.minutes * 60 / seconds_per_request))
+        # the epsilon keeps an exact fit (180 s / 0.3 s) from rounding down to one less
+        return max(self.min_requests, int(self.minutes * 60 / seconds_per_request + 1e-9))
 
 
 def validation_trace(config: ValidateConfig, rate_rps: float, num_requests: int,

@@ -1,0 +1,117 @@
+"""validate and demo end to end at toy size: real engine replays, real simulations, reports."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from manylora.analysis.cli import main
+from manylora.analysis.compare import compare_runs
+from manylora.analysis.demo import DemoConfig
+from manylora.analysis.run_folder import read_run
+from manylora.analysis.validate import plot_fidelity, run_validation, summary_table
+from manylora.analysis.validate_workload import ValidateConfig, ensure_model, validation_trace
+from manylora.engine.engine_config import EngineConfig
+from manylora.engine.profile_grid import GridConfig
+from manylora.engine.profiler import ProfilerConfig
+from tests.analysis.experiments import write_synthetic_profile
+from tests.analysis.figures import assert_labelled, assert_no_overlapping_text
+from tests.analysis.runs import write_run
+from tests.analysis.test_compare import CONFIG, SIM_REQUESTS
+
+TOY_GRID = GridConfig(decode_batches=(1, 8), decode_contexts=(16,), prefill_requests=(1,),
+                      prefill_lens=(16,), lora_batches=(4,), lora_distinct=(1,), ranks=(8,),
+                      random_points=2, max_step_tokens=64, max_kv_tokens=1024, max_context=64)
+
+
+def test_requests_per_level_fit_the_budget():
+    config = ValidateConfig(levels=(0.5, 1.0), minutes=1.0)
+    # 1 / (0.5 * 10) + 1 / (1.0 * 10) = 0.3 s of replay per request and level
+    assert config.requests_per_level(10.0) == 300          # 200 fit, but at least 300
+    assert ValidateConfig(levels=(0.5, 1.0), minutes=3.0).requests_per_level(10.0) == 600
+    with pytest.raises(ValueError, match="min_adapters"):
+        ValidateConfig(num_adapters=10, min_adapters=50)
+
+
+def test_validation_trace_spans_the_catalog():
+    config = ValidateConfig()
+    trace = validation_trace(config, rate_rps=20.0, num_requests=300)
+    assert trace.num_requests == 300
+    assert len(np.unique(trace.column("adapter_id"))) >= config.min_adapters
+    assert trace.column("prompt_len").max() <= 64 and trace.column("output_len").max() <= 32
+    assert 300 / trace.column("arrival_s")[-1] == pytest.approx(20.0, rel=0.15)
+    assert sorted(set(trace.adapters["rank"])) == [8, 16, 32, 64]
+
+
+def test_fidelity_summary_and_figure(tmp_path):
+    a = read_run(write_run(tmp_path / "engine"))
+    b = read_run(write_run(tmp_path / "sim", SIM_REQUESTS, meta={"source": "simulator"}))
+    comparison = compare_runs(a, b, tmp_path / "cmp", CONFIG)
+    summary = summary_table({0.5: (1.0, 5, comparison), 1.2: (2.4, 5, comparison)})
+    assert len(summary) == 6 and summary["within_tolerance"].all()
+    row = summary[(summary["load"] == 1.2) & (summary["metric"] == "throughput_rps")].iloc[0]
+    assert row["engine"] == pytest.approx(3 / 6.5) and row["simulator"] == pytest.approx(0.5)
+    fig = plot_fidelity(summary, 0.1)
+    assert_labelled(fig)
+    assert_no_overlapping_text(fig)
+    bars = [p.get_height() for p in fig.axes[0].patches if p.get_width() < 0.5]
+    assert bars[0] == pytest.approx(row["rel_error"] * 100)
+
+
+def test_validate_end_to_end_at_toy_size(tmp_path):
+    config = ValidateConfig(levels=(0.5, 1.2), min_requests=40, minutes=0.01, num_adapters=10,
+                            min_adapters=5, prompt_range=(8, 16), output_range=(2, 8))
+    profiler = ProfilerConfig(grid=TOY_GRID, warmup=1, repeats=1, load_repeats=1,
+                              max_load_adapters=2)
+    result = run_validation(tmp_path, config, profiler=profiler, engine=EngineConfig(threads=1))
+    assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "profile.json").is_file()
+    assert result.capacity.capacity_rps > 0
+    assert list(result.summary["load"].unique()) == [0.5, 1.2]
+    n = int(result.summary["requests"].iloc[0])
+    assert n >= 40
+    for folder in ("load-050", "load-120"):
+        engine = read_run(tmp_path / folder / "engine")
+        sim = read_run(tmp_path / folder / "sim")
+        assert engine.source == "engine" and sim.source == "simulator"
+        assert len(engine.requests) == len(sim.requests) == n
+        assert (engine.requests["status"] == "finished").all()
+        # the simulation ran over the engine's own pool size
+        assert sim.meta["pool"]["num_pages"] == engine.meta["pool"]["num_pages"]
+        assert (tmp_path / folder / "compare" / "report.md").is_file()
+    report = result.report.read_text()
+    assert "## Fidelity:" in report and (tmp_path / "fidelity.png").is_file()
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 8)
+
+
+def test_ensure_model_refuses_unknown_shapes(tmp_path):
+    with pytest.raises(ValueError, match="unknown model shape 'gpt-9'"):
+        ensure_model(None, "gpt-9", tmp_path, 0)
+    assert ensure_model(tmp_path / "mine", None, tmp_path, 0) == tmp_path / "mine"
+
+
+def test_reduced_demo(tmp_path, capsys):
+    profile = write_synthetic_profile(tmp_path / "profile.json")
+    config = DemoConfig.quick()
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--profile", str(profile), "--threads", "1",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.md'}" in printed
+    sweep = pd.read_csv(out / "sweep.csv")
+    # 2 policies x (2 rates at cv 1 + 2 cvs at the cv load) x 3 SLO scales
+    assert len(sweep) == 2 * 4 * 3 and set(sweep["num_adapters"]) == {1000}
+    assert set(pd.read_csv(out / "goodput.csv")["policy"]) == set(config.policies)
+    fcfs = sweep[(sweep["policy"] == "fcfs") & (sweep["slo_scale"] == 1.0)
+                 & (sweep["cv"] == 1.0)].sort_values("rate")
+    # more load never serves first tokens sooner
+    assert fcfs["ttft_mean_s"].is_monotonic_increasing
+    for name in ("attainment-vs-rate", "attainment-vs-cv", "attainment-vs-slo-scale",
+                 "pool_occupancy"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+    assert len(list((out / "sim").iterdir())) == 2 * 4
+    engine = read_run(out / "validation" / "engine")
+    assert len(engine.requests) == config.replay_requests
+    assert (engine.requests["status"] == "finished").all()
+    assert engine.meta["engine"]["device"] == "cpu"
+    text = (out / "report.md").read_text()
+    assert "## Goodput" in text and "validation/compare/report.md" in text
