@@ -49,7 +49,7 @@ class ValidateConfig:
 
     levels: tuple[float, ...] = (0.5, 0.85, 1.2)   # offered load as a share of capacity
     min_requests: int = 300        # requests per level, at least
-    minutes: float = 15.0          # engine replay budget; more requests per level if it allows
+    minutes: float = 4.0           # engine replay budget; more requests per level if it allows
     num_adapters: int = 100        # catalog per trace (uniform popularity: most get used)
     min_adapters: int = 50         # distinct adapters each level must use
     prompt_range: tuple[int, int] = (8, 64)
