@@ -27,6 +27,7 @@ from manylora.analysis.slo import SLO
 from manylora.analysis.style import save_figure
 from manylora.analysis.window import Window
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS
+from manylora.simulator.cost_base import CostModel
 
 FIDELITY_METRICS = ("throughput_rps", "latency_mean_s", "ttft_p90_s")
 """The metrics a simulator must reproduce within tolerance (issue 7's acceptance)."""
@@ -113,7 +114,7 @@ def _step_stats(runs: Sequence[Run], labels: Sequence[str],
     return pd.DataFrame(rows)
 
 
-def predict_steps(run: Run, cost_model) -> np.ndarray:
+def predict_steps(run: Run, cost_model: CostModel) -> np.ndarray:
     """The cost model's duration for every step of ``run`` (float64 [steps] seconds)."""
     shapes = run.steps[list(STEP_SHAPE_FIELDS)].to_numpy(dtype=np.float64)
     return np.asarray(cost_model.step_times(shapes), dtype=np.float64)
@@ -148,7 +149,7 @@ def _report(a: Run, b: Run, labels: Sequence[str], result: Comparison, config: C
 
 
 def compare_runs(a: Run, b: Run, out_dir: str | Path, config: CompareConfig = CompareConfig(),
-                 cost_model=None) -> Comparison:
+                 cost_model: CostModel | None = None) -> Comparison:
     """Write the comparison report of ``b`` against reference ``a`` into ``out_dir``."""
     check_same_trace(a, b)
     out = Path(out_dir)

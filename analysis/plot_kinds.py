@@ -7,7 +7,7 @@ occupancy, latency CDFs) read run folders. Every figure is saved as NAME.png and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -86,8 +86,8 @@ class SweepKind:
     def figures(self, given: PlotInput) -> list[tuple[str, Figure]]:
         spec = self.spec
         if given.metric:
-            spec = SweepPlot(**{**spec.__dict__, "metric": given.metric,
-                                "ylabel": given.metric, "percent": False, "target": None})
+            spec = replace(spec, metric=given.metric, ylabel=given.metric, percent=False,
+                           target=None)
         table = _filter(self.table(given), given.where)
         return [(spec.name, plot_sweep(table, spec))]
 
