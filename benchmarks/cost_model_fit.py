@@ -3,7 +3,7 @@
 Prints, for every form in simulator/cost_terms.py, the held-out error (mean, P90 and largest
 absolute percentage error) over all steps and separately over decode-only and prefill-bearing
 steps, for several fold counts and seeds; then the noise floor of the profile itself (how far
-single repeats sit from their point's median), which no form can beat. Finally the roofline
+single repeats sit from their point's mean), which no form can beat. Finally the roofline
 presets' step times for reference shapes.
 
     .venv/bin/python benchmarks/cost_model_fit.py [PROFILE.json]   # default: the shipped one
@@ -33,8 +33,9 @@ def fmt(errors: dict[str, float]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("profile", nargs="?", default=str(shipped_profile_path()))
+    parser.add_argument("profile", nargs="?", help="default: the shipped profile")
     args = parser.parse_args()
+    args.profile = args.profile or str(shipped_profile_path())
     profile = read_profile(args.profile)
     shapes, seconds = profile_arrays(profile)
     decode_only = shapes[:, STEP_SHAPE_FIELDS.index("prefill_tokens")] == 0
@@ -52,10 +53,10 @@ def main() -> int:
                 print(f"{form:10} {folds:5d} {seed:4d} | {fmt(errors_pct(predicted, seconds))}"
                       f"     | {fmt(errors_pct(predicted[decode_only], seconds[decode_only]))}"
                       f" | {fmt(errors_pct(predicted[~decode_only], seconds[~decode_only]))}")
-    repeats = [np.abs(np.array(s.duration_s) / np.median(s.duration_s) - 1) * 100
+    repeats = [np.abs(np.array(s.duration_s) / np.mean(s.duration_s) - 1) * 100
                for s in profile.steps]
     spread = np.concatenate(repeats)
-    print(f"noise floor: single repeats vs their median: mean {spread.mean():.1f}%, "
+    print(f"noise floor: single repeats vs their mean: mean {spread.mean():.1f}%, "
           f"P90 {np.percentile(spread, 90):.1f}%")
     fit = profile.fit
     if fit is not None:

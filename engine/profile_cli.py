@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-import torch
 
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.model_config import CheckpointError
@@ -43,7 +42,7 @@ def _configs(args: argparse.Namespace) -> tuple[EngineConfig, ProfilerConfig]:
     try:
         engine = EngineConfig(
             device=args.device, dtype=args.dtype, lora_backend=args.lora_backend,
-            attention_backend=args.attention_backend,
+            attention_backend=args.attention_backend, threads=args.threads,
             control=ControlConfig(memory=MemoryConfig(tokens_per_page=args.tokens_per_page)))
         base = ProfilerConfig.quick(args.seed) if args.quick else ProfilerConfig(seed=args.seed)
         given = {k: v for k, v in (("warmup", args.warmup), ("repeats", args.repeats),
@@ -51,10 +50,6 @@ def _configs(args: argparse.Namespace) -> tuple[EngineConfig, ProfilerConfig]:
         profiler = dataclasses.replace(base, lora_targets=args.lora_targets, **given)
     except ValueError as exc:
         raise ProfileCliError(str(exc)) from None
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ProfileCliError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     return engine, profiler
 
 
@@ -124,7 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="triton or torch (default: triton on GPU, torch on CPU)")
     engine.add_argument("--tokens-per-page", type=int, default=MemoryConfig.tokens_per_page,
                         metavar="N", help="KV tokens per pool page (default 1)")
-    engine.add_argument("--threads", type=int, metavar="N",
-                        help="torch CPU threads (default: torch's choice)")
+    engine.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch CPU threads, as `manylora replay --threads` (default 0: "
+                             "torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

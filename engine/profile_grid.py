@@ -90,6 +90,18 @@ def _spread(center: int, count: int, limit: int, rng: np.random.Generator) -> tu
     return tuple(int(v) for v in rng.integers(low, high + 1, size=count))
 
 
+def _contexts(center: int, count: int, limit: int, rng: np.random.Generator
+              ) -> tuple[int, ...]:
+    """``count`` decode contexts uniform in [1, 2 center], within ``limit``.
+
+    As wide as in a serving batch, where requests are at every stage of their output: some
+    attention implementations pay for the longest context of the batch (the CPU reference pads
+    to it), so a grid of near-equal contexts would understate their cost in real steps.
+    """
+    high = max(1, min(limit, 2 * center))
+    return tuple(int(v) for v in rng.integers(1, high + 1, size=count))
+
+
 def _slots(requests: int, distinct: int, rng: np.random.Generator) -> tuple[int, ...]:
     """Each of ``distinct`` slots used at least once, the rest of the requests at random."""
     slots = list(range(distinct)) + list(rng.integers(0, distinct, size=requests - distinct))
@@ -120,7 +132,7 @@ def build_grid(config: GridConfig, max_context: int, rng: np.random.Generator
     for batch in config.decode_batches:
         for context in config.decode_contexts:
             if context <= limit:
-                add((), _spread(context, batch, limit, rng), (-1,) * batch, ())
+                add((), _contexts(context, batch, limit, rng), (-1,) * batch, ())
     for requests in config.prefill_requests:
         for length in config.prefill_lens:
             if length <= limit:
@@ -129,7 +141,7 @@ def build_grid(config: GridConfig, max_context: int, rng: np.random.Generator
     for batch in config.lora_batches:
         for distinct in (d for d in config.lora_distinct if d <= batch):
             for rank in config.ranks:
-                add((), _spread(mid_context, batch, limit, rng), _slots(batch, distinct, rng),
+                add((), _contexts(mid_context, batch, limit, rng), _slots(batch, distinct, rng),
                     (rank,) * distinct)
     mid_len = min(limit, config.prefill_lens[len(config.prefill_lens) // 2])
     for requests in [r for r in config.prefill_requests if r > 1] or [1]:
@@ -141,7 +153,7 @@ def build_grid(config: GridConfig, max_context: int, rng: np.random.Generator
         num_prefill = int(rng.integers(0, max(config.prefill_requests) + 1))
         num_decode = int(rng.integers(0 if num_prefill else 1, max(config.decode_batches) + 1))
         prefill = _spread(int(rng.choice(config.prefill_lens)), num_prefill, limit, rng)
-        contexts = _spread(int(rng.choice(config.decode_contexts)), num_decode, limit, rng)
+        contexts = _contexts(int(rng.choice(config.decode_contexts)), num_decode, limit, rng)
         requests = num_prefill + num_decode
         distinct = int(rng.integers(0, min(requests, max(config.lora_distinct)) + 1))
         slots = _slots(requests, distinct, rng) if distinct else (-1,) * requests

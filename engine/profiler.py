@@ -209,6 +209,8 @@ def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Pa
                    ) -> dict[str, Any]:
     """Measure step and adapter-load times of the engine on this machine (no ``fit``)."""
     device, dtype = torch.device(engine.device), engine.torch_dtype
+    if engine.threads:
+        torch.set_num_threads(engine.threads)  # as Engine does: measure it as it will run
     model_config, weights = load_checkpoint(model_dir, dtype, device)
     model = LlamaModel(model_config, weights, engine.lora(device), engine.attention(device))
     shape = model_config.shape(dtype_bytes=torch.tensor([], dtype=dtype).element_size())

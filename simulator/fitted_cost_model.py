@@ -1,7 +1,8 @@
 """The fitted cost model (the default): step time as a non-negative sum of shape terms.
 
-Fitting (``fit_profile``): the target of each grid point is the median of its repeats (robust
-to a noisy shared machine). Every form in cost_terms.FORMS is fitted by non-negative least
+Fitting (``fit_profile``): the target of each grid point is the mean of its repeats: a run's
+duration is the sum of its step times, so the expected step time (not the median, which a
+right-skewed busy machine pulls below it) is what a simulation must reproduce. Every form in cost_terms.FORMS is fitted by non-negative least
 squares on relative error (a 1 ms decode step counts as much as a 1 s prefill), scored by
 k-fold cross-validation (mean and 90th-percentile absolute percentage error over held-out
 points), and the form with the lowest mean error is refitted on all points. Adapter load
@@ -75,9 +76,9 @@ def cross_validate(design: np.ndarray, seconds: np.ndarray,
 
 
 def profile_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
-    """Step shapes [n, fields] and the median of each one's repeats [n], in seconds."""
+    """Step shapes [n, fields] and the mean of each one's repeats [n], in seconds."""
     shapes = np.array([s.shape for s in profile.steps], dtype=np.float64)
-    seconds = np.array([np.median(s.duration_s) for s in profile.steps])
+    seconds = np.array([np.mean(s.duration_s) for s in profile.steps])
     return shapes, seconds
 
 
@@ -96,9 +97,9 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
     coef = fit_coefficients(design, seconds)
     loads = AdapterLoadModel(
         host=fit_tier([a.bytes for a in profile.adapter_loads],
-                      [float(np.median(a.host_to_pool_s)) for a in profile.adapter_loads]),
+                      [float(np.mean(a.host_to_pool_s)) for a in profile.adapter_loads]),
         disk=fit_tier([a.bytes for a in profile.adapter_loads],
-                      [float(np.median(a.disk_to_host_s)) for a in profile.adapter_loads]))
+                      [float(np.mean(a.disk_to_host_s)) for a in profile.adapter_loads]))
     return {
         "form": best,
         "coefficients": {name: float(c) for name, c in zip(FORMS[best], coef)},

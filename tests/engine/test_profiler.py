@@ -110,7 +110,7 @@ def test_profile_settings_record_how_it_was_measured(quick_profile):
 @pytest.mark.parametrize("args, message", [
     (["--model", "{missing}"], "not a checkpoint folder"),
     (["--model", "{tiny}", "--repeats", "0"], "ProfilerConfig.repeats must be >= 1"),
-    (["--model", "{tiny}", "--threads", "0"], "--threads must be >= 1"),
+    (["--model", "{tiny}", "--threads", "-1"], "EngineConfig.threads must be >= 0"),
     (["--model", "{tiny}", "--dtype", "int8"], "EngineConfig.dtype"),
     (["--model", "{tiny}", "--adapters", "{missing}"], "no such adapter folder"),
 ])
