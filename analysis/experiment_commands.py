@@ -45,7 +45,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     try:
         config = ValidateConfig(levels=args.levels, min_requests=args.requests,
                                 minutes=args.minutes, num_adapters=args.adapters,
-                                tolerance=args.tolerance, seed=args.seed)
+                                tolerance=args.tolerance, engine_repeats=args.engine_repeats,
+                                seed=args.seed)
         profiler = ProfilerConfig(grid=GridConfig.quick() if args.quick_profile
                                   else VALIDATION_GRID, seed=args.seed)
     except ValueError as exc:
@@ -105,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="offered loads as shares of capacity (default 0.5,0.85,1.2)")
     p.add_argument("--tolerance", type=float, default=ValidateConfig.tolerance,
                    help="relative error allowed (default %(default)s)")
+    p.add_argument("--engine-repeats", type=int, default=1, metavar="N",
+                   help="replay each trace N times; with 2 the report shows the engine's own "
+                        "run-to-run difference beside the simulator's (default 1)")
     p.add_argument("--quick-profile", action="store_true",
                    help="profile a small grid (smoke runs; the fit is rougher)")
     p.add_argument("--seed", type=int, default=0, help="seed of traces and profile")

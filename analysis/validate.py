@@ -50,10 +50,21 @@ class ValidationError(ValueError):
 
 
 @dataclass(frozen=True)
+class LevelResult:
+    """One load level: simulation vs engine, and a second engine replay vs the first (the
+    machine's run-to-run noise) when the engine was replayed twice."""
+
+    rate_rps: float
+    requests: int
+    comparison: Comparison
+    repeat: Comparison | None = None
+
+
+@dataclass(frozen=True)
 class ValidationResult:
-    summary: pd.DataFrame              # level, rate_rps, requests, adapters, metric, engine, ...
+    summary: pd.DataFrame              # load, rate_rps, requests, metric, engine, simulator, ...
     capacity: CapacityEstimate
-    comparisons: dict[float, Comparison]
+    levels: dict[float, LevelResult]
     report: Path
 
     @property
@@ -96,8 +107,8 @@ def find_capacity(config: ValidateConfig, setup: Deployment, out: Path,
 
 
 def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: EngineConfig,
-              level: float, rate: float, n: int, out: Path, log: Log) -> Comparison:
-    """Trace at ``rate``; engine replay and simulation of it; their comparison."""
+              level: float, rate: float, n: int, out: Path, log: Log) -> LevelResult:
+    """Trace at ``rate``; engine replay(s) and simulation of it; their comparisons."""
     folder = out / f"load-{round(level * 100):03d}"
     trace = validation_trace(config, rate, n)
     used = len(np.unique(trace.column("adapter_id")))
@@ -107,22 +118,36 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
     write_trace(trace, folder / "trace")
     log(f"load {level:.0%}: {n} requests over {used} adapters at {rate:.3g} req/s; replaying "
         f"on the engine (about {n / rate / 60:.1f} min) ...")
-    replay_trace(folder / "trace", model, None, folder / "engine", setup.engine_config(engine),
-                 ReplayConfig(materialize_missing=True, seed=config.seed))
+    names = ["engine"] + [f"engine-{k + 1}" for k in range(1, config.engine_repeats)]
+    for name in names:
+        replay_trace(folder / "trace", model, None, folder / name, setup.engine_config(engine),
+                     ReplayConfig(materialize_missing=True, seed=config.seed))
     setup.simulate_run(trace, folder / "sim", config.seed)
-    return compare_runs(read_run(folder / "engine"), read_run(folder / "sim"),
-                        folder / "compare", CompareConfig(tolerance=config.tolerance,
-                                                          labels=("engine", "simulator")),
-                        setup.cost_model)
+    reference = read_run(folder / "engine")
+    comparison = compare_runs(reference, read_run(folder / "sim"), folder / "compare",
+                              CompareConfig(tolerance=config.tolerance,
+                                            labels=("engine", "simulator")), setup.cost_model)
+    repeat = None
+    if len(names) > 1:
+        repeat = compare_runs(reference, read_run(folder / names[1]), folder / "engine-repeat",
+                              CompareConfig(tolerance=config.tolerance,
+                                            labels=("engine", "engine again")))
+    return LevelResult(rate, n, comparison, repeat)
 
 
-def summary_table(levels: dict[float, tuple[float, int, Comparison]]) -> pd.DataFrame:
+def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
+    """One row per (load level, fidelity metric); ``engine_noise`` is the second engine
+    replay's relative difference from the first (NaN without a repeat)."""
     rows = []
-    for level, (rate, n, comparison) in levels.items():
-        for row in comparison.fidelity.itertuples(index=False):
-            rows.append({"load": level, "rate_rps": rate, "requests": n, "metric": row.metric,
-                         "engine": row.A, "simulator": row.B, "rel_error": row.rel_error,
-                         "within_tolerance": bool(row.within_tolerance)})
+    for level, result in levels.items():
+        noise = (result.repeat.fidelity.set_index("metric")["rel_error"]
+                 if result.repeat is not None else {})
+        for row in result.comparison.fidelity.itertuples(index=False):
+            rows.append({"load": level, "rate_rps": result.rate_rps,
+                         "requests": result.requests, "metric": row.metric, "engine": row.A,
+                         "simulator": row.B, "rel_error": row.rel_error,
+                         "within_tolerance": bool(row.within_tolerance),
+                         "engine_noise": float(noise.get(row.metric, math.nan))})
     return pd.DataFrame(rows)
 
 
@@ -136,6 +161,10 @@ def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
             rows = summary[summary["metric"] == metric].set_index("load").loc[levels]
             x = np.arange(len(levels)) + (i - (len(FIDELITY_METRICS) - 1) / 2) * width
             ax.bar(x, rows["rel_error"] * 100, width, color=PALETTE[i], label=metric)
+            noise = rows["engine_noise"].to_numpy() * 100
+            if not np.isnan(noise).all():
+                ax.plot(x, noise, linestyle="none", marker="D", color="black", markersize=5,
+                        label="engine vs engine" if i == 0 else None)
         ax.axhspan(-tolerance * 100, tolerance * 100, color=REFERENCE_COLOR, alpha=0.12,
                    label=f"within {tolerance:.0%}")
         ax.axhline(0, color=REFERENCE_COLOR, linewidth=0.8)
@@ -168,7 +197,10 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEst
         f"{', '.join(map(str, config.ranks))} (uniform popularity)", "",
         f"## Fidelity: {verdict} (tolerance {config.tolerance:.0%})", "",
         markdown_table(table), "",
-        "Each load level's folder holds the trace, the engine run, the simulated run and the "
+        "`engine_noise`: a second replay of the same trace on the engine, relative to the "
+        "first - the machine's own run-to-run spread, which bounds the fidelity one can "
+        "demonstrate here (empty unless `--engine-repeats 2`).", "",
+        "Each load level's folder holds the trace, the engine run(s), the simulated run and the "
         "full comparison (`load-NNN/compare/report.md`).", "",
         figure_links(["fidelity"], ["Simulator vs engine relative error per load level"]), "",
     ])
@@ -187,14 +219,12 @@ def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(
     setup, profile = deployment(profile_path, engine)
     capacity = find_capacity(config, setup, out, log)
     n = config.requests_per_level(capacity.capacity_rps)
-    levels = {}
-    for level in config.levels:
-        rate = level * capacity.capacity_rps
-        levels[level] = (rate, n, run_level(config, setup, model, engine, level, rate, n, out,
-                                            log))
+    levels = {level: run_level(config, setup, model, engine, level,
+                               level * capacity.capacity_rps, n, out, log)
+              for level in config.levels}
     summary = summary_table(levels)
     write_csv(summary, out / "summary.csv")
     save_figure(plot_fidelity(summary, config.tolerance), out, "fidelity")
     report = atomic_write_text(out / "report.md",
                                _report(config, summary, capacity, profile))
-    return ValidationResult(summary, capacity, {k: v[2] for k, v in levels.items()}, report)
+    return ValidationResult(summary, capacity, levels, report)

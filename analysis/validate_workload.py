@@ -57,6 +57,7 @@ class ValidateConfig:
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     cv: float = 1.0
     tolerance: float = 0.10
+    engine_repeats: int = 1        # 2: replay each trace twice to measure the machine's noise
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +73,9 @@ class ValidateConfig:
             raise ValueError(f"ValidateConfig.minutes must be > 0, got {self.minutes!r}")
         if not (math.isfinite(self.cv) and self.cv > 0):
             raise ValueError(f"ValidateConfig.cv must be > 0, got {self.cv!r}")
+        if self.engine_repeats < 1:
+            raise ValueError(f"ValidateConfig.engine_repeats must be >= 1, got "
+                             f"{self.engine_repeats!r}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"ValidateConfig.tolerance must be in (0, 1), got "
                              f"{self.tolerance!r}")
@@ -79,7 +83,8 @@ class ValidateConfig:
     def requests_per_level(self, capacity_rps: float) -> int:
         """As many requests as fit in ``minutes`` of replay over all levels (a level at load
         l takes about n / (l x capacity) seconds), but at least ``min_requests``."""
-        seconds_per_request = sum(1.0 / (level * capacity_rps) for level in self.levels)
+        seconds_per_request = self.engine_repeats * sum(1.0 / (level * capacity_rps)
+                                                        for level in self.levels)
         # the epsilon keeps an exact fit (180 s / 0.3 s) from rounding down to one less
         return max(self.min_requests, int(self.minutes * 60 / seconds_per_request + 1e-9))
 

@@ -9,7 +9,7 @@ from manylora.analysis.cli import main
 from manylora.analysis.compare import compare_runs
 from manylora.analysis.demo import DemoConfig
 from manylora.analysis.run_folder import read_run
-from manylora.analysis.validate import plot_fidelity, run_validation, summary_table
+from manylora.analysis.validate import LevelResult, plot_fidelity, run_validation, summary_table
 from manylora.analysis.validate_workload import ValidateConfig, ensure_model, validation_trace
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
@@ -47,8 +47,11 @@ def test_fidelity_summary_and_figure(tmp_path):
     a = read_run(write_run(tmp_path / "engine"))
     b = read_run(write_run(tmp_path / "sim", SIM_REQUESTS, meta={"source": "simulator"}))
     comparison = compare_runs(a, b, tmp_path / "cmp", CONFIG)
-    summary = summary_table({0.5: (1.0, 5, comparison), 1.2: (2.4, 5, comparison)})
+    summary = summary_table({0.5: LevelResult(1.0, 5, comparison),
+                             1.2: LevelResult(2.4, 5, comparison, repeat=comparison)})
     assert len(summary) == 6 and summary["within_tolerance"].all()
+    assert summary["engine_noise"].isna().sum() == 3
+    assert summary["engine_noise"].iloc[3] == pytest.approx(6.5 / 6.0 - 1)
     row = summary[(summary["load"] == 1.2) & (summary["metric"] == "throughput_rps")].iloc[0]
     assert row["engine"] == pytest.approx(3 / 6.5) and row["simulator"] == pytest.approx(0.5)
     fig = plot_fidelity(summary, 0.1)
@@ -56,11 +59,14 @@ def test_fidelity_summary_and_figure(tmp_path):
     assert_no_overlapping_text(fig)
     bars = [p.get_height() for p in fig.axes[0].patches if p.get_width() < 0.5]
     assert bars[0] == pytest.approx(row["rel_error"] * 100)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "engine vs engine" in labels and "within 10%" in labels
 
 
 def test_validate_end_to_end_at_toy_size(tmp_path):
-    config = ValidateConfig(levels=(0.5, 1.2), min_requests=40, minutes=0.01, num_adapters=10,
-                            min_adapters=5, prompt_range=(8, 16), output_range=(2, 8))
+    config = ValidateConfig(levels=(0.5, 1.2), min_requests=20, minutes=0.001, num_adapters=10,
+                            min_adapters=5, prompt_range=(8, 16), output_range=(2, 8),
+                            engine_repeats=2)
     profiler = ProfilerConfig(grid=TOY_GRID, warmup=1, repeats=1, load_repeats=1,
                               max_load_adapters=2)
     result = run_validation(tmp_path, config, profiler=profiler, engine=EngineConfig(threads=1))
@@ -68,7 +74,7 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
     assert result.capacity.capacity_rps > 0
     assert list(result.summary["load"].unique()) == [0.5, 1.2]
     n = int(result.summary["requests"].iloc[0])
-    assert n >= 40
+    assert n == 20
     for folder in ("load-050", "load-120"):
         engine = read_run(tmp_path / folder / "engine")
         sim = read_run(tmp_path / folder / "sim")
@@ -78,9 +84,11 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
         # the simulation ran over the engine's own pool size
         assert sim.meta["pool"]["num_pages"] == engine.meta["pool"]["num_pages"]
         assert (tmp_path / folder / "compare" / "report.md").is_file()
+        assert (tmp_path / folder / "engine-2" / "requests.csv").is_file()
     report = result.report.read_text()
     assert "## Fidelity:" in report and (tmp_path / "fidelity.png").is_file()
-    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 8)
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 9)
+    assert result.summary["engine_noise"].notna().all()
 
 
 def test_ensure_model_refuses_unknown_shapes(tmp_path):
