@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from manylora.analysis.capacity import CapacityConfig, CapacityEstimate, measure_capacity
@@ -75,10 +74,6 @@ class ValidationResult:
 def profile_and_fit(model: Path, engine: EngineConfig, profiler: ProfilerConfig, out: Path,
                     log: Log) -> Path:
     log(f"profiling the engine ({model}) ...")
-    if engine.threads:
-        # The engine applies its thread count when it starts; the profiler does not, and the
-        # profile must be measured the way the replays will run.
-        torch.set_num_threads(engine.threads)
     measured = profile_engine(model, None, engine, profiler)
     path = out / "profile.json"
     profile = profile_from_dict(measured, str(path))
