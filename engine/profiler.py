@@ -227,11 +227,12 @@ def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Pa
         catalog = AdapterCatalog(layout, store.catalog_specs())
         targets = config.lora_targets or representative_targets(store)
         points = build_grid(config.grid, model_config.max_context_len, rng)
-        num_pages = max(sum(layout.kv_pages(n) for n in p.prefill_lens + p.context_lens)
-                        + len(p.slot_ranks) * layout.adapter_pages(max(p.slot_ranks, default=1),
-                                                                     targets)
-                        for p in points)
-        num_pages = max(num_pages, max(catalog.pages.values()))
+        # Measure over a pool that holds the largest grid point; record the engine's own.
+        engine_pages = engine.pool_pages(layout)
+        num_pages = max(max(sum(layout.kv_pages(n) for n in p.prefill_lens + p.context_lens)
+                            + len(p.slot_ranks) * layout.adapter_pages(
+                                max(p.slot_ranks, default=1), targets) for p in points),
+                        max(catalog.pages.values()), engine_pages)
         pool = PoolTensors(layout, num_pages, dtype, device)
         runner = Runner(model, pool)
         loaded = min(len(store.adapters), config.max_load_adapters)
@@ -246,8 +247,8 @@ def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Pa
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "hardware": hardware_info(device),
         "model": asdict(shape),
-        "pool": {"tokens_per_page": layout.tokens_per_page, "num_pages": num_pages,
-                 "page_bytes": layout.page_bytes},
+        "pool": {"tokens_per_page": layout.tokens_per_page, "num_pages": engine_pages,
+                 "page_bytes": layout.page_bytes, "profiled_pages": num_pages},
         "versions": versions(),
         "settings": {"dtype": engine.dtype, "lora_backend": model.lora_backend.name,
                      "attention_backend": model.attention_backend.name,

@@ -24,7 +24,8 @@ from scipy.optimize import nnls
 from manylora.engine.step_shape import StepShape
 from manylora.simulator.adapter_load_model import AdapterLoadModel, fit_tier
 from manylora.simulator.cost_base import step_columns
-from manylora.simulator.cost_terms import FORMS, UnknownFormError, form_terms
+from manylora.simulator.cost_terms import (FORMS, UnknownFormError, form_terms, term_columns,
+                                           term_gates)
 from manylora.simulator.profile_file import Profile, ProfileError
 
 DEFAULT_FOLDS = 5
@@ -35,8 +36,10 @@ def design_matrix(form: str, shapes: np.ndarray) -> np.ndarray:
     """Term values [n, num_terms] of ``form`` for step shapes [n, fields]."""
     s = step_columns(shapes)
     n = len(s.prefill_tokens)
-    return np.stack([np.broadcast_to(np.asarray(term(s, np.minimum), dtype=np.float64), (n,))
-                     for term in form_terms(form).values()], axis=1)
+    columns, gates = term_columns(s), term_gates(s, np.minimum)
+    return np.stack([np.broadcast_to(np.asarray(gates[t.gate] * columns[t.column],
+                                                dtype=np.float64), (n,))
+                     for t in form_terms(form).values()], axis=1)
 
 
 def fit_coefficients(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
@@ -126,9 +129,10 @@ class FittedCostModel:
                 raise ValueError(f"coefficient {name!r} must be finite and >= 0, got {c!r}")
         self.form, self.coefficients, self.loads = form, dict(coefficients), loads
         self.source = dict(source or {})  # where the profile came from, for meta.json
-        # Zero terms are skipped identically by both evaluation paths.
-        self._terms: tuple[tuple[float, Callable], ...] = tuple(
-            (float(coefficients[n]), term) for n, term in terms.items() if coefficients[n] > 0.0)
+        # (coefficient, gate, column); zero terms are skipped identically by both paths.
+        self._terms: tuple[tuple[float, int, int], ...] = tuple(
+            (float(coefficients[n]), t.gate, t.column) for n, t in terms.items()
+            if coefficients[n] > 0.0)
 
     @classmethod
     def from_profile(cls, profile: Profile,
@@ -143,9 +147,10 @@ class FittedCostModel:
                                else f"{where}: missing {exc}") from None
 
     def _evaluate(self, s: StepShape, zero: Any, minimum: Callable) -> Any:
+        columns, gates = term_columns(s), term_gates(s, minimum)
         t = zero
-        for c, term in self._terms:
-            t = t + c * term(s, minimum)
+        for c, gate, column in self._terms:
+            t = t + c * (gates[gate] * columns[column])
         host = self.loads.host
         return t + s.adapter_loads * host.latency_s + s.adapter_load_bytes / host.bytes_per_s
 

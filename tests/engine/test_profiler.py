@@ -75,6 +75,9 @@ def test_quick_profile_writes_a_valid_fitted_profile(quick_profile, capsys):
     assert profile.model.num_layers == 2 and profile.model.hidden_size == 64
     assert profile.hardware["device"] == "cpu" and profile.hardware["torch_threads"] >= 1
     assert profile.versions["torch"] and profile.pool["tokens_per_page"] == 1
+    # the engine's pool with default settings (256 MiB), which the simulator will size from
+    assert profile.pool["num_pages"] == 256 * 2**20 // profile.pool["page_bytes"]
+    assert profile.pool["profiled_pages"] >= profile.pool["num_pages"]
     # --quick times the first 4 adapters; make-tiny cycles q,v / q,k,v,o / all / gate,up,down
     assert len(profile.adapter_loads) == 4
     assert {tuple(a.targets) for a in profile.adapter_loads} >= {("q", "v"), ("gate", "up",
@@ -83,7 +86,9 @@ def test_quick_profile_writes_a_valid_fitted_profile(quick_profile, capsys):
     fit = profile.fit
     assert fit["form"] in fit["cv"]["forms"]
     for errors in fit["cv"]["forms"].values():
-        assert 0.0 <= errors["mape_pct"] <= errors["p90_ape_pct"] <= errors["max_ape_pct"]
+        # (the mean may exceed the P90 when one point is far off)
+        assert 0.0 <= errors["mape_pct"] <= errors["max_ape_pct"]
+        assert 0.0 <= errors["p90_ape_pct"] <= errors["max_ape_pct"]
     assert f"MAPE {fit['cv']['forms'][fit['form']]['mape_pct']:.1f}%" in printed
     # The simulator loads it; predictions are positive and grow with the batch.
     model = cost_model_from_args(profile=out)
