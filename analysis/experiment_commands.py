@@ -54,8 +54,10 @@ def _run_validate(args: argparse.Namespace) -> int:
     result = run_validation(args.output, config, model_dir=args.model,
                             model_shape=args.model_shape, engine=_engine(args),
                             profiler=profiler, log=_say)
-    table = result.summary.assign(rel_error=result.summary["rel_error"] * 100)
-    print_table(table.rename(columns={"rel_error": "rel_error_%"}))
+    table = result.summary.assign(rel_error=result.summary["rel_error"] * 100,
+                                  engine_noise=result.summary["engine_noise"] * 100)
+    print_table(table.rename(columns={"rel_error": "rel_error_%",
+                                      "engine_noise": "engine_noise_%"}))
     verdict = "within" if result.passed else "NOT within"
     print(f"simulator {verdict} {config.tolerance:.0%} of the engine at every load level; "
           f"report: {result.report}")

@@ -174,7 +174,9 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEst
             profile: Profile) -> str:
     cv = profile.fit["cv"]["forms"][profile.fit["form"]] if profile.fit else {}
     verdict = "PASS" if summary["within_tolerance"].all() else "FAIL"
-    table = summary.assign(rel_error_pct=summary["rel_error"] * 100).drop(columns="rel_error")
+    table = summary.assign(rel_error_pct=summary["rel_error"] * 100,
+                           engine_noise_pct=summary["engine_noise"] * 100)
+    table = table.drop(columns=["rel_error", "engine_noise"])
     return "\n".join([
         "# Simulator validation against the engine", "",
         f"- machine: {profile.hardware.get('device_name') or profile.hardware.get('device')}, "
@@ -192,7 +194,7 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEst
         f"{', '.join(map(str, config.ranks))} (uniform popularity)", "",
         f"## Fidelity: {verdict} (tolerance {config.tolerance:.0%})", "",
         markdown_table(table), "",
-        "`engine_noise`: a second replay of the same trace on the engine, relative to the "
+        "`engine_noise_pct`: a second replay of the same trace on the engine, relative to the "
         "first - the machine's own run-to-run spread, which bounds the fidelity one can "
         "demonstrate here (empty unless `--engine-repeats 2`).", "",
         "Each load level's folder holds the trace, the engine run(s), the simulated run and the "
