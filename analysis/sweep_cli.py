@@ -39,8 +39,9 @@ def _sweep(args: argparse.Namespace) -> int:
     store = SweepStore(args.output)
     finished = store.finished((t.point_id for t in tasks), need_runs=config.keep_runs)
     if args.dry_run:
-        print(f"{config.name}: {len(tasks)} points, {len(finished)} already finished in "
-              f"{store.root}, {len(tasks) - len(finished)} to run")
+        about = f" ({config.description})" if config.description else ""
+        print(f"{config.name}{about}: {len(tasks)} points, {len(finished)} already finished "
+              f"in {store.root}, {len(tasks) - len(finished)} to run")
         return 0
     backend = make_backend(_backend_name(args), args.workers, args.ray or None)
     store.prepare()

@@ -38,6 +38,7 @@ AXIS_FIELDS = {"rate": ("arrivals", ("rate",)), "cv": ("arrivals", ("cv",)),
                "alpha": ("popularity", ("alpha", "exponent"))}
 REGISTRIES = {"arrivals": ARRIVALS, "popularity": POPULARITY, "lengths": LENGTHS}
 DEFAULT_MODELS = {"arrivals": "gamma", "popularity": "slora", "lengths": "uniform"}
+CATALOG_KEYS = ("ranks", "alpha", "targets")
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,17 @@ def _model_spec(config: SweepConfig, kind: str) -> dict[str, Any]:
 
 
 def _catalog(config: SweepConfig) -> CatalogConfig:
-    given = dict(config.workload.get("catalog", {}))
+    given = config.workload.get("catalog", {})
+    if not isinstance(given, Mapping) or set(given) - set(CATALOG_KEYS):
+        raise SweepConfigError(f"{config.source}: [workload] catalog = {given!r}: expected a "
+                               f"table with some of {', '.join(CATALOG_KEYS)}")
+    given = dict(given)
     for key, registry in (("ranks", RANK_RULES), ("alpha", ALPHA_RULES)):
         if isinstance(given.get(key), str):
             given[key] = {"name": given[key]}
-        if key in given:
-            registry.get(given[key].get("name", ""))
+        if key in given and not isinstance(given[key], Mapping):
+            raise SweepConfigError(f"{config.source}: [workload] catalog.{key} = "
+                                   f"{given[key]!r}: expected a name or a table with a name")
     return CatalogConfig.from_dict({**CatalogConfig().to_dict(), **given})
 
 
@@ -130,6 +136,9 @@ class _TraceBuilder:
         self.lengths = LENGTHS.from_dict(self.specs["lengths"])
         self.catalog = _catalog(config)
         workload = config.workload
+        if "num_requests" in workload and "duration_s" in workload:
+            raise SweepConfigError(f"{config.source}: [workload]: give duration_s or "
+                                   f"num_requests, not both")
         self.size = ({"num_requests": workload["num_requests"], "duration_s": None}
                      if "num_requests" in workload
                      else {"duration_s": workload.get("duration_s", 300.0)})

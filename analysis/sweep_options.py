@@ -94,7 +94,10 @@ class SimulateOptions:
                                  f"{simulate[key]!r}")
         if "profile" in simulate:
             simulate["profile"] = str((self.base_dir / simulate["profile"]).resolve())
-        simulation_config(simulate, 0)
+        try:
+            simulation_config(simulate, 0)
+        except TypeError as exc:        # e.g. replicas = "4": a wrong type, not a crash
+            raise ValueError(f"simulation options {simulate}: {exc}") from None
         profile, hardware, model_shape = cost_args(simulate)
         cost_model(profile, hardware, model_shape)
         memory = control.memory

@@ -155,6 +155,11 @@ BAD = [
     ('[[plots]]\nfigure = "pie"\n', "[[plots]] #1: PlotSpec.figure: unknown 'pie'"),
     ('[[plots]]\nfigure = "attainment-vs-cv"\nmetric = "joy"\n', "PlotSpec.metric: unknown"),
     ('[[plots]]\nwhere = ["cv=1"]\n', "[[plots]] #1: missing key figure"),
+    ('[workload]\ncatalog = {rnaks = "cycle"}\n', "[workload] catalog = {'rnaks': 'cycle'}"),
+    ('[workload]\ncatalog = {ranks = [8]}\n', "catalog.ranks = [8]: expected a name"),
+    ("[workload]\nduration_s = 10\nnum_requests = 5\n", "give duration_s or num_requests"),
+    ('[grid]\nreplicas = ["4"]\n', "grid point policy=default, replicas='4': simulation"),
+    ('[grid]\nrouter = ["random"]\n', "SimulationConfig.router: unknown 'random'"),
     ("keep_runs = 1\n", "keep_runs = 1: expected true or false"),
     ("[grid\n", "not valid TOML"),
 ]
