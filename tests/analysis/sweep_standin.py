@@ -4,7 +4,8 @@
 (deterministic: higher rate and cv mean later first tokens), so its rows pass the sweep-table
 schema and differ between points. Each call leaves a marker file in ``$SWEEP_STANDIN_LOG``
 (when set), so a test can count executions across worker processes, and sleeps
-``$SWEEP_STANDIN_SLEEP_S`` seconds (when set), so a test can kill a sweep mid-run.
+``$SWEEP_STANDIN_SLEEP_S`` seconds (when set), so a test can kill a sweep mid-run. The point
+whose grid index is ``$SWEEP_STANDIN_FAIL_AT`` (when set) raises :class:`StandinFailure`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ from manylora.analysis.sweep_table import sweep_rows
 
 LOG_ENV = "SWEEP_STANDIN_LOG"
 SLEEP_ENV = "SWEEP_STANDIN_SLEEP_S"
+FAIL_ENV = "SWEEP_STANDIN_FAIL_AT"
+
+
+class StandinFailure(RuntimeError):
+    """A deliberate failure of one point (a bug in a worker, as far as the sweep knows)."""
 
 
 def synthetic_requests(task: PointTask, n: int = 20) -> pd.DataFrame:
@@ -39,6 +45,8 @@ def synthetic_requests(task: PointTask, n: int = 20) -> pd.DataFrame:
 
 
 def standin_point(task: PointTask) -> PointResult:
+    if os.environ.get(FAIL_ENV) == str(task.index):
+        raise StandinFailure(f"point {task.index} failed on purpose")
     delay = float(os.environ.get(SLEEP_ENV, "0"))
     if delay:
         time.sleep(delay)

@@ -19,7 +19,8 @@ from manylora.analysis.sweep_grid import expand_grid
 from manylora.analysis.sweep_options import SWEEP_OPTION_NAMES, SimulateOptions
 from manylora.analysis.sweep_store import SweepStore, SweepStoreError
 from manylora.analysis.sweep_table import read_sweep
-from tests.analysis.sweep_standin import LOG_ENV, SLEEP_ENV, executions, standin_point
+from tests.analysis.sweep_standin import (FAIL_ENV, LOG_ENV, SLEEP_ENV, StandinFailure,
+                                          executions, standin_point)
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """
@@ -111,6 +112,20 @@ def test_leftovers_of_a_killed_run_are_removed_and_bad_point_files_named(tmp_pat
     with pytest.raises(SweepStoreError, match=f"{tasks[3].point_id}.json: unreadable point "
                                               f"file .*delete it to rerun"):
         run_sweep(config, tasks, out, make_backend("serial"), standin_point)
+
+
+def test_a_failing_point_stops_the_sweep_and_keeps_what_finished(tmp_path, log, monkeypatch):
+    config, tasks = plan(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setenv(FAIL_ENV, "5")
+    with pytest.raises(StandinFailure, match="point 5 failed on purpose"):
+        run_sweep(config, tasks, out, make_backend("process", workers=2), standin_point)
+    stored = SweepStore(out).finished(t.point_id for t in tasks)
+    assert tasks[5].point_id not in stored and len(stored) < len(tasks)
+    assert not (out / "results.csv").exists()
+    monkeypatch.delenv(FAIL_ENV)
+    outcome = run_sweep(config, tasks, out, make_backend("serial"), standin_point)
+    assert outcome.skipped == len(stored) and outcome.executed == len(tasks) - len(stored)
 
 
 DRIVER = """
