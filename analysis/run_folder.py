@@ -53,8 +53,9 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Short name for legends: the source, and the folder name."""
-        return f"{self.source} ({self.path.name})"
+        """Short name for legends: the source, and the folder name when it says more."""
+        name = self.path.name
+        return self.source if name == self.source else f"{self.source} ({name})"
 
 
 def _fail(path: Path, row: int | None, column: str, value: object, why: str) -> RunFolderError:
