@@ -2,10 +2,11 @@
 
 Fitting (``fit_profile``): the target of each grid point is the mean of its repeats: a run's
 duration is the sum of its step times, so the expected step time (not the median, which a
-right-skewed busy machine pulls below it) is what a simulation must reproduce. Every form in cost_terms.FORMS is fitted by non-negative least
-squares on relative error (a 1 ms decode step counts as much as a 1 s prefill), scored by
-k-fold cross-validation (mean and 90th-percentile absolute percentage error over held-out
-points), and the form with the lowest mean error is refitted on all points. Adapter load
+right-skewed busy machine pulls below it) is what a simulation must reproduce. Every form in
+cost_terms.FORMS is fitted by non-negative least squares on relative error (a 1 ms decode step
+counts as much as a 1 s prefill), scored by k-fold cross-validation (mean and 90th-percentile
+absolute percentage error over held-out points), and the form with the lowest mean error is
+refitted on all points. Adapter load
 times are fitted per tier from the profile's load timings (adapter_load_model.py).
 
 The fit is stored in the profile; ``FittedCostModel.from_profile`` uses the stored

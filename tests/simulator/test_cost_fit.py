@@ -101,7 +101,8 @@ def test_fit_is_deterministic_for_a_seed():
 
 
 def test_fitted_model_predicts_held_out_steps():
-    train, test = synthetic_profile(300, 0.03, seed=4), synthetic_profile(100, 0.0, seed=5, repeats=1)
+    train = synthetic_profile(300, 0.03, seed=4)
+    test = synthetic_profile(100, 0.0, seed=5, repeats=1)
     model = FittedCostModel.from_profile(train)
     predicted = model.step_times(np.array([s.shape for s in test.steps], dtype=np.float64))
     truth = np.array([s.duration_s[0] for s in test.steps])
