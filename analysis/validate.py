@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from manylora.analysis.capacity import CapacityConfig, CapacityEstimate, measure_capacity
+from manylora.analysis.capacity import CapacityEstimate, measure_capacity
 from manylora.analysis.compare import FIDELITY_METRICS, CompareConfig, Comparison, compare_runs
 from manylora.analysis.experiment import Deployment, requests_frame
 from manylora.analysis.outputs import atomic_write_text, write_csv
@@ -95,7 +95,7 @@ def find_capacity(config: ValidateConfig, setup: Deployment, out: Path,
     def run(rate: float, n: int) -> pd.DataFrame:
         return requests_frame(setup.simulate(validation_trace(config, rate, n, 1)).requests)
 
-    estimate = measure_capacity(run, CapacityConfig())
+    estimate = measure_capacity(run, config.capacity)
     write_csv(estimate.probes, out / "capacity.csv")
     log(f"capacity: {estimate.capacity_rps:.3g} req/s ({len(estimate.probes)} simulated probes)")
     return estimate

@@ -9,11 +9,12 @@ ranks and targets the simulator prices.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
+from manylora.analysis.capacity import CapacityConfig
 from manylora.engine.make_tiny import TinyModelSpec, write_model
 from manylora.engine.model_shape import MODEL_SHAPES, ModelShape
 from manylora.engine.profile_grid import GridConfig
@@ -58,6 +59,7 @@ class ValidateConfig:
     cv: float = 1.0
     tolerance: float = 0.10
     engine_repeats: int = 1        # 2: replay each trace twice to measure the machine's noise
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
