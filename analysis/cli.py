@@ -7,6 +7,7 @@ are printed as one line and exit with status 2; anything else is a bug and keeps
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -39,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     user_errors = tuple(e for module in COMMAND_MODULES for e in module.USER_ERRORS)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader closed stdout (`manylora metrics RUN | head`): stop quietly. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except user_errors as exc:
         print(f"manylora {args.command}: error: {exc}", file=sys.stderr)
         return 2

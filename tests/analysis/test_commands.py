@@ -1,6 +1,9 @@
 """`manylora metrics / compare / plot` end to end through the real command line."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
@@ -71,3 +74,12 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["compare", str(good), str(good), "-o", str(tmp_path / "c"),
                  "--hardware", "a100-80gb"]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_closed_stdout_ends_quietly(tmp_path):
+    run = write_run(tmp_path / "run")
+    reader = subprocess.Popen([sys.executable, "-m", "manylora.analysis.cli", "metrics",
+                               str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()   # like `| head` exiting before the table is printed
+    assert reader.wait(timeout=120) == 0
+    assert b"Broken pipe" not in reader.stderr.read()
