@@ -61,6 +61,15 @@ class ModelShape:
     def kv_width(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the base weights held on the device: the decoder layers (linear layers and
+        their two norms), input embeddings, final norm and an untied LM head."""
+        h, q, kv, i = self.hidden_size, self.q_width, self.kv_width, self.intermediate_size
+        per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h
+        params = self.num_layers * per_layer + 2 * self.vocab_size * h + h
+        return params * self.dtype_bytes
+
     def target_dims(self, target: str) -> tuple[int, int]:
         """(d_in, d_out) of the linear layer a LoRA target adapts."""
         t = canonical_target(target)

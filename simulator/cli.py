@@ -42,7 +42,7 @@ def _simulate(args: argparse.Namespace) -> int:
     trace = read_trace(args.trace)
     cost_model = cost_model_from_args(args.profile, args.hardware, args.model_shape)
     deployment = resolve_deployment(args.profile, args.model_shape, args.pool_pages,
-                                    args.tokens_per_page)
+                                    args.tokens_per_page, args.hardware)
     control = deployment.apply(control)
     duration = float(trace.column("arrival_s")[-1]) if trace.num_requests else 0.0
     with tqdm(total=round(duration, 3), unit="s", desc="simulate",

@@ -9,9 +9,9 @@ the device (`manylora profile`) and use the fitted model when you can.
 
 Sources:
 
-- [A100] NVIDIA A100 Tensor Core GPU datasheet (80GB SXM4): 312 TFLOP/s bf16 dense,
+- [A100] NVIDIA A100 Tensor Core GPU datasheet (80GB SXM4): 80 GB, 312 TFLOP/s bf16 dense,
   2,039 GB/s HBM2e, PCIe Gen4 x16 (32 GB/s per direction nominal).
-- [H100] NVIDIA H100 Tensor Core GPU datasheet (SXM5): 989 TFLOP/s bf16 dense (1,979 with
+- [H100] NVIDIA H100 Tensor Core GPU datasheet (SXM5): 80 GB, 989 TFLOP/s bf16 dense (1,979 with
   sparsity), 3.35 TB/s HBM3, PCIe Gen5 x16 (64 GB/s per direction nominal).
 - [H200] NVIDIA H200 Tensor Core GPU datasheet (SXM): 989 TFLOP/s bf16 dense, 4.8 TB/s HBM3e,
   141 GB, PCIe Gen5 x16.
@@ -46,6 +46,7 @@ class GpuSpec:
     """One device: peaks in SI units (FLOP/s, bytes/s), efficiencies as fractions of them."""
 
     name: str
+    memory_bytes: float          # device memory (datasheet)
     peak_flops: float            # dense bf16 tensor-core FLOP/s
     hbm_bytes_per_s: float       # device memory bandwidth
     h2d_bytes_per_s: float       # host -> device link, nominal per direction
@@ -84,19 +85,19 @@ _NVME = dict(disk_bytes_per_s=3e9, disk_latency_s=1e-3)                 # [disk]
 _HOST_OVERHEADS = dict(step_overhead_s=1e-3, layer_overhead_s=40e-6)  # [overhead]
 
 A100_80GB = GpuSpec(
-    name="a100-80gb", peak_flops=312e12, hbm_bytes_per_s=2.039e12,  # [A100]
+    name="a100-80gb", memory_bytes=80e9, peak_flops=312e12, hbm_bytes_per_s=2.039e12,  # [A100]
     h2d_bytes_per_s=32e9, h2d_efficiency=0.8, h2d_latency_s=10e-6,  # [PCIe]
     gemm_efficiency=0.7, attention_efficiency=0.6,                  # [GEMM] [FA2]
     memory_efficiency=0.85,                                         # [HBM]
     **_NVME, **_HOST_OVERHEADS)
 H100_SXM = GpuSpec(
-    name="h100-sxm", peak_flops=989e12, hbm_bytes_per_s=3.35e12,    # [H100]
+    name="h100-sxm", memory_bytes=80e9, peak_flops=989e12, hbm_bytes_per_s=3.35e12,    # [H100]
     h2d_bytes_per_s=64e9, h2d_efficiency=0.8, h2d_latency_s=10e-6,  # [PCIe]
     gemm_efficiency=0.65, attention_efficiency=0.4,                 # [GEMM] [FA2]
     memory_efficiency=0.85,                                         # [HBM]
     **_NVME, **_HOST_OVERHEADS)
 H200 = GpuSpec(
-    name="h200", peak_flops=989e12, hbm_bytes_per_s=4.8e12,         # [H200]
+    name="h200", memory_bytes=141e9, peak_flops=989e12, hbm_bytes_per_s=4.8e12,         # [H200]
     h2d_bytes_per_s=64e9, h2d_efficiency=0.8, h2d_latency_s=10e-6,  # [PCIe]
     gemm_efficiency=0.65, attention_efficiency=0.4,                 # [GEMM] [FA2]
     memory_efficiency=0.85,                                         # [HBM]
@@ -114,7 +115,7 @@ class UnknownHardwareError(CostModelError):
 def hardware_preset(name: str) -> GpuSpec:
     """The preset called ``name``; the error lists the known ones."""
     try:
-        return HARDWARE_PRESETS[name]
+        return HARDWARE_PRESETS[name.lower()]
     except KeyError:
         raise UnknownHardwareError(
             f"unknown hardware {name!r}; presets: {', '.join(HARDWARE_PRESETS)}") from None

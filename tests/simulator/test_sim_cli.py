@@ -72,7 +72,8 @@ def test_roofline_runs_repeat_byte_for_byte(trace_dir, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--hardware", "a100-80gb", "--model-shape", "llama-2-7b"], "pool size is unknown"),
+    (["--hardware", "a100-80gb", "--model-shape", "llama-2-7b", "--pool-pages", "1"],
+     "pool_pages must be >= 2"),
     (["--hardware", "a100-80gb"], "go together"),
     (["--hardware", "tpu", "--model-shape", "llama-2-7b", "--pool-pages", "9"],
      "unknown hardware 'tpu'"),
