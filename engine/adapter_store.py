@@ -96,6 +96,15 @@ class AdapterStore:
             self.disk_reads += 1
         return packed
 
+    def preload(self, adapter_ids: Iterable[int]) -> None:
+        """Read and pack these adapters into host memory now; broken ones are recorded."""
+        for adapter_id in adapter_ids:
+            if adapter_id in self.adapters:
+                try:
+                    self.packed(adapter_id)
+                except AdapterError:
+                    pass  # recorded in ``broken``: its requests are rejected when they come
+
     def copy_to_pool(self, adapter_id: int, pages: np.ndarray, pool: PoolTensors,
                      blocking: bool) -> None:
         """Copy the adapter into ``pages`` [n] int32. Blocking copies finish before the next

@@ -145,6 +145,14 @@ class Engine:
             self.scheduler.add_request(req, now)
         return req
 
+    def stage_host_tier(self) -> None:
+        """With no host-memory budget the control plane holds every adapter in host memory
+        from the start (as S-LoRA does), so read them all now: a first use then costs only
+        the copy into the pool, as the simulator assumes. With a budget, adapters start on
+        disk in both bodies and nothing is read ahead."""
+        if not self.scheduler.residency.host.bounded:
+            self.store.preload(list(self.store.adapters))
+
     # ----------------------------------------------------------------- one step
     def step(self) -> StepRecord:
         """One scheduler iteration; ``record.plan.runs`` says whether a forward pass ran."""

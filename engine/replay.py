@@ -124,6 +124,7 @@ def _drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> 
     rng = np.random.default_rng(np.random.SeedSequence(replay.seed).spawn(2)[0])
     vocab = engine.model_config.vocab_size
     n, i, pending_aborts = len(arrival), 0, 0
+    engine.stage_host_tier()    # before the clock starts, like the simulator's host tier
     engine.warmup(replay.seed)  # before the clock starts: one-time costs are not a step's
     t0 = time.perf_counter()
     engine.clock = lambda: (time.perf_counter() - t0) * replay.time_scale

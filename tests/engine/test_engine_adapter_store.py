@@ -89,3 +89,18 @@ def test_adapter_folders_from_a_directory_list_or_mapping(zoo, tmp_path):
     assert adapter_folders(root) == {i: root / str(i) for i in range(len(ZOO))}
     assert adapter_folders([folders[2], folders[4]]) == {0: folders[2], 1: folders[4]}
     assert adapter_folders({"7": str(folders[1])}) == {7: folders[1]}
+
+
+@pytest.mark.parametrize("budget, staged", [(None, True), (10**9, False)])
+def test_host_tier_is_staged_up_front_only_without_a_budget(zoo, budget, staged):
+    """Unbounded: every adapter is in host memory before the first step (as the simulator's
+    host tier assumes), so serving reads nothing from disk; bounded: adapters start on disk."""
+    model_dir, config, folders = zoo
+    engine = Engine(model_dir, folders, EngineConfig(control=ControlConfig.from_flat(
+        {"pool_pages": 4000, "host_cache_bytes": budget})))
+    engine.stage_host_tier()
+    assert set(engine.store.host) == (set(folders) if staged else set())
+    reads = engine.store.disk_reads
+    engine.generate(prompts(np.random.default_rng(2), 3, config.vocab_size), [0, 1, 2],
+                    SamplingParams(max_tokens=2, ignore_eos=True))
+    assert (engine.store.disk_reads == reads) is staged
