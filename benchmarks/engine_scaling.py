@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402  (after the path: scaling/ is imported from beside this file)
 
-from scaling.cell import VARIANTS, UnknownVariantError, check_variants, run_cell  # noqa: E402
+from scaling.cell import (VARIANTS, UnknownVariantError, check_variants,  # noqa: E402
+                          empty_result, run_cell)
 from scaling.context import CellSpec  # noqa: E402
 from scaling.presets import ADAPTER_COUNTS, UnknownPresetError, preset  # noqa: E402
 from scaling.report import (add_agreement, markdown_table, plot, summary_rows,  # noqa: E402
@@ -139,12 +140,10 @@ def run_one(spec: CellSpec, folder: Path, in_process: bool) -> dict:
             status = "timeout"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    empty = dict.fromkeys(("requests", "done", "output_tokens", "elapsed_s", "throughput_rps",
-                           "tokens_per_s", "latency_mean_s", "setup_s", "peak_rss_mib",
-                           "peak_device_mib"))
-    return {"variant": spec.variant, "num_adapters": spec.num_adapters, "repeat": spec.repeat,
-            "status": status, "notes": {}, "tokens": {}, **empty,
-            "reason": f"the cell's process gave no result (see logs/{spec.key}.log)"}
+    result = empty_result(spec)
+    result.update(status=status,
+                  reason=f"the cell's process gave no result (see logs/{spec.key}.log)")
+    return result
 
 
 def _write(path: Path, text: str) -> None:
@@ -217,7 +216,7 @@ def benchmark(args: argparse.Namespace) -> Path:
     lines = [f"# Engine scaling: {title}", "", *[f"- {t}" for t in targets(rows, max(counts))],
              f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f};"
              f" {meta['wall_s']:.0f} s in all; medians of {repeats} repeat(s)", "",
-             markdown_table(rows), ""]
+             markdown_table(rows, torch.device(device).type == "cpu"), ""]
     _write(out / "table.md", "\n".join(lines))
     print("\n".join(lines))
     return out

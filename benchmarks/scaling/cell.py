@@ -1,7 +1,9 @@
 """Run one cell (a variant serving one trace) and summarise it: the variant registry, the
 figures (throughput, latency, peak memory) and the status of the cell.
 
-Status: ``ok`` (every request served), ``partial`` (serving stopped at the time budget:
+Throughput is requests (and output tokens) per second of wall time; ``cpu_throughput_rps``
+is requests per second of this process's CPU time, which a busy shared machine disturbs far
+less (on a GPU it only counts the host's work). Status: ``ok`` (every request served), ``partial`` (serving stopped at the time budget:
 throughput is the requests done per second so far, latency is left out because only the
 early finishers count), ``skipped`` (the variant decided up front that it cannot run, and
 says why), ``failed`` (an exception: recorded as one line, the benchmark goes on) and
@@ -49,17 +51,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _base(spec: CellSpec) -> dict[str, Any]:
+def empty_result(spec: CellSpec) -> dict[str, Any]:
     return {"variant": spec.variant, "num_adapters": spec.num_adapters, "repeat": spec.repeat,
             "status": "", "reason": "", "requests": 0, "done": 0, "output_tokens": 0,
-            "elapsed_s": None, "throughput_rps": None, "tokens_per_s": None,
+            "elapsed_s": None, "cpu_s": None, "throughput_rps": None,
+            "cpu_throughput_rps": None, "tokens_per_s": None,
             "latency_mean_s": None, "setup_s": None, "peak_rss_mib": None,
             "peak_device_mib": None, "notes": {}, "tokens": {}}
 
 
 def summarize(spec: CellSpec, ctx: CellContext, served: Served) -> dict[str, Any]:
     """The cell's figures from what the variant measured."""
-    out = _base(spec)
+    out = empty_result(spec)
     total = len(ctx.request_ids)
     lens = dict(zip(ctx.request_ids, ctx.output_lens))
     done = sorted(served.finish_s)
@@ -76,7 +79,8 @@ def summarize(spec: CellSpec, ctx: CellContext, served: Served) -> dict[str, Any
     tokens = int(sum(lens[r] for r in done))
     out.update(status="ok" if len(done) == total else "partial", output_tokens=tokens,
                elapsed_s=elapsed, throughput_rps=len(done) / elapsed,
-               tokens_per_s=tokens / elapsed)
+               tokens_per_s=tokens / elapsed, cpu_s=served.cpu_s,
+               cpu_throughput_rps=len(done) / served.cpu_s if served.cpu_s > 0 else None)
     if len(done) == total:
         out["latency_mean_s"] = float(np.mean([served.finish_s[r] for r in done]))
     else:
@@ -114,7 +118,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
             out["profile"] = profile_text(profiler)
     except Exception as exc:  # a failing (or out-of-memory) cell is a result, not the end
         traceback.print_exc(file=sys.stderr)
-        out = _base(spec)
+        out = empty_result(spec)
         out.update(status="failed", reason=f"{type(exc).__name__}: {exc}".splitlines()[0])
     out["peak_rss_mib"] = round(peak_rss_mib(), 1)
     if cuda:

@@ -3,7 +3,8 @@ gives back: ``CellSpec`` (JSON, from the parent process), ``CellContext`` (the l
 and the memory budget) and ``Served`` (what the variant measured).
 
 Time is seconds since the requests were submitted (they all arrive at t = 0), so a request's
-finish time is its latency. Setup (loading the model, registering and reading adapters,
+finish time is its latency. The process's CPU time over the same span is kept too: on a
+shared machine, other people's work stretches wall time but not this process's CPU time. Setup (loading the model, registering and reading adapters,
 building merged copies) happens before that and is reported apart.
 """
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Served:
     finish_s: dict[int, float] = field(default_factory=dict)   # request id -> latency
     tokens: dict[int, list[int]] = field(default_factory=dict)  # request id -> output ids
     elapsed_s: float = 0.0     # serving time: until the last request finished, or the stop
+    cpu_s: float = 0.0         # CPU time this process spent over elapsed_s (all threads)
     setup_s: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
     skipped: str = ""
@@ -90,6 +92,7 @@ class CellContext:
         self.weights_bytes = weights_bytes(self.preset)
         self.budget_bytes = self._budget()
         self._start = 0.0
+        self._cpu_start = 0.0
 
     def _budget(self) -> int:
         budget = self.preset.memory_multiple * self.weights_bytes
@@ -115,9 +118,16 @@ class CellContext:
         """t = 0: every request arrives now."""
         self.synchronize()
         self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
 
     def clock(self) -> float:
         return time.perf_counter() - self._start
+
+    def stop(self, served: Served) -> None:
+        """Serving is over: record its wall and CPU time."""
+        self.synchronize()
+        served.elapsed_s = self.clock()
+        served.cpu_s = time.process_time() - self._cpu_start
 
     def over_budget(self) -> bool:
         return self.clock() > self.spec.budget_s

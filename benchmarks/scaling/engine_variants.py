@@ -79,7 +79,7 @@ class EngineVariant:
             record = engine.step()
             engine.check_progress(record)
             steps += record.plan.runs
-        served.elapsed_s = ctx.clock()
+        ctx.stop(served)
         collect(engine, served)
         residency = engine.scheduler.residency
         rejected = sorted({r.reason for r in engine.requests.values()

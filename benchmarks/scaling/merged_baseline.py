@@ -116,7 +116,7 @@ class MergedBaseline:
             for copy in copies:
                 if copy.engine.busy:
                     copy.engine.check_progress(copy.engine.step())
-        served.elapsed_s = ctx.clock()
+        ctx.stop(served)
         for copy in copies:
             collect(copy.engine, served)
         served.notes.update(merges=merges, merge_s=round(merge_s, 3))

@@ -120,7 +120,7 @@ class PeftBaseline:
             if ctx.over_budget():
                 break
             batches += self._serve_group(ctx, model, aid, indices, served)
-        served.elapsed_s = ctx.clock()
+        ctx.stop(served)
         served.notes["batches"] = batches
         return served
 

@@ -59,6 +59,7 @@ def test_every_variant_serves_every_request_with_manylora_tokens(full_run: Path)
         assert cell["done"] == cell["requests"] == TINY.num_requests
         assert cell["agreement"] == 1.0, key
         assert cell["throughput_rps"] > 0 and cell["latency_mean_s"] > 0
+        assert cell["cpu_throughput_rps"] >= cell["throughput_rps"] * 0.5
         trace_lens = make_trace(TINY, key[1], TINY.num_requests).column("output_len")
         assert [len(cell["tokens"][str(i)]) for i in range(len(trace_lens))] == \
             trace_lens.tolist()
@@ -78,7 +79,8 @@ def test_outputs_hold_every_cell_the_table_and_the_plot(full_run: Path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 10 and {r["status"] for r in rows} == {"ok"}
     table = (full_run / "table.md").read_text()
-    assert "manylora throughput with 12 adapters / with 1" in table
+    assert "manylora throughput (wall) with 12 adapters / with 1" in table
+    assert "manylora throughput (CPU time) with 12 adapters / with 1" in table
     assert table.count("| 12 |") == 5
     assert (full_run / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((full_run / "meta.json").read_text())
