@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from manylora.analysis.metrics import outcome_counts, summarize
-from manylora.analysis.outputs import atomic_write_text, write_csv
+from manylora.analysis.outputs import write_csv
 from manylora.analysis.plots_run import plot_cdfs, plot_step_distributions, plot_step_durations
 from manylora.analysis.report import figure_links, markdown_table
 from manylora.analysis.run_folder import Run
@@ -28,6 +28,7 @@ from manylora.analysis.style import save_figure
 from manylora.analysis.window import Window
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS
 from manylora.simulator.cost_base import CostModel
+from manylora.traces.atomic_io import atomic_write_text
 
 FIDELITY_METRICS = ("throughput_rps", "latency_mean_s", "ttft_p90_s")
 """The metrics a simulator must reproduce within tolerance (issue 7's acceptance)."""

@@ -24,7 +24,7 @@ from manylora.analysis.capacity import CapacityConfig, measure_capacity
 from manylora.analysis.compare import CompareConfig, Comparison, compare_runs
 from manylora.analysis.experiment import Deployment, requests_frame
 from manylora.analysis.goodput import goodput_table
-from manylora.analysis.outputs import atomic_write_text, write_csv
+from manylora.analysis.outputs import write_csv
 from manylora.analysis.plots_run import plot_pool_occupancy
 from manylora.analysis.plots_sweep import SWEEP_PLOTS, plot_sweep
 from manylora.analysis.report import figure_links, markdown_table
@@ -39,6 +39,7 @@ from manylora.simulator.cost_model import fitted_cost_model, shipped_profile_pat
 from manylora.simulator.profile_file import read_profile
 from manylora.traces import (GammaArrivals, SLoRAPopularity, TraceConfig, UniformLengths,
                              generate_trace, write_trace)
+from manylora.traces.atomic_io import atomic_write_text
 from manylora.traces.trace import Trace
 
 Log = Callable[[str], None]

@@ -10,14 +10,14 @@ temporary name and renamed into place.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from manylora.traces.atomic_io import atomic_file
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
            "#000000")
@@ -70,17 +70,6 @@ def series_style(i: int) -> dict[str, Any]:
             "linestyle": LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]}
 
 
-def _atomic_savefig(fig: Figure, path: Path, fmt: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, dpi=PNG_DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_figure(fig: Figure, folder: str | Path, name: str) -> list[Path]:
     """Write ``folder/name.png`` and ``folder/name.pdf``; returns both paths."""
     folder = Path(folder)
@@ -89,6 +78,7 @@ def save_figure(fig: Figure, folder: str | Path, name: str) -> list[Path]:
     with styled():
         for fmt in ("png", "pdf"):
             path = folder / f"{name}.{fmt}"
-            _atomic_savefig(fig, path, fmt)
+            with atomic_file(path) as staged:
+                fig.savefig(staged, format=fmt, dpi=PNG_DPI)
             paths.append(path)
     return paths

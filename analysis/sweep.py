@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -32,6 +31,7 @@ from manylora.analysis.sweep_config import SweepConfig
 from manylora.analysis.sweep_grid import PointTask
 from manylora.analysis.sweep_store import SweepStore
 from manylora.analysis.sweep_table import KEY_COLUMNS, validate_sweep
+from manylora.traces.atomic_io import atomic_file
 
 TABLE_NAME = "results"
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
@@ -60,14 +60,8 @@ def results_table(store: SweepStore, tasks: Sequence[PointTask]) -> pd.DataFrame
 
 
 def _write_parquet(table: pd.DataFrame, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as staged:
+        table.to_parquet(staged, index=False)
     return path
 
 

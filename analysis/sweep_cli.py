@@ -11,7 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from manylora.analysis.outputs import atomic_write_text
 from manylora.analysis.plot_kinds import PlotInputError
 from manylora.analysis.sweep import run_sweep
 from manylora.analysis.sweep_backends import BackendError, default_workers, make_backend
@@ -21,6 +20,7 @@ from manylora.analysis.sweep_options import SWEEP_OPTION_NAMES, SimulateOptions
 from manylora.analysis.sweep_point import run_point
 from manylora.analysis.sweep_store import SweepStore, SweepStoreError
 from manylora.analysis.sweep_table import SweepTableError
+from manylora.traces.atomic_io import atomic_write_text
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SweepConfigError, BackendError, SweepStoreError, SweepTableError, PlotInputError)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from manylora.analysis.outputs import atomic_write_text
+from manylora.engine.run_folder import RUN_FILES
+from manylora.traces.atomic_io import atomic_folder, atomic_write_text, is_temporary
 
 POINT_SUFFIX = ".json"
-_TMP_MARK = ".tmp"
 
 
 class SweepStoreError(OSError):
@@ -85,7 +84,7 @@ class SweepStore:
             if not folder.is_dir():
                 continue
             for path in folder.iterdir():
-                if path.name.startswith(".") and _TMP_MARK in path.name:
+                if is_temporary(path.name):
                     if path.is_dir():
                         shutil.rmtree(path, ignore_errors=True)
                     else:
@@ -110,15 +109,10 @@ class SweepStore:
         return atomic_write_text(self.point_path(result.point_id), text + "\n")
 
     def _write_run(self, point_id: str, files: Mapping[str, bytes]) -> None:
-        target = self.run_path(point_id)
-        staged = self.runs / f".{point_id}{_TMP_MARK}-{os.getpid()}"
-        shutil.rmtree(staged, ignore_errors=True)
-        staged.mkdir(parents=True)
-        for name, data in files.items():
-            (staged / name).write_bytes(data)
-        if target.exists():
-            shutil.rmtree(target)
-        staged.rename(target)
+        with atomic_folder(self.run_path(point_id), RUN_FILES.__contains__,
+                           what="a run folder", error=SweepStoreError) as staged:
+            for name, data in files.items():
+                (staged / name).write_bytes(data)
 
     def read(self, point_id: str) -> dict[str, Any]:
         path = self.point_path(point_id)

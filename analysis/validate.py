@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from manylora.analysis.capacity import CapacityEstimate, measure_capacity
 from manylora.analysis.compare import FIDELITY_METRICS, CompareConfig, Comparison, compare_runs
 from manylora.analysis.experiment import Deployment, requests_frame
-from manylora.analysis.outputs import atomic_write_text, write_csv
+from manylora.analysis.outputs import write_csv
 from manylora.analysis.report import figure_links, markdown_table
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, new_figure, save_figure,
@@ -40,6 +40,7 @@ from manylora.simulator.fitted_cost_model import fit_profile
 from manylora.simulator.profile_file import (Profile, profile_from_dict, read_profile,
                                              write_profile)
 from manylora.traces import write_trace
+from manylora.traces.atomic_io import atomic_write_text
 
 Log = Callable[[str], None]
 

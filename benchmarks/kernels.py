@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ import triton
 from manylora.kernels.backends import attention_backend, default_backend_name, lora_backend
 from manylora.kernels.batch_meta import BatchMeta
 from manylora.kernels.pool_gather import gather_rows
+from manylora.traces.atomic_io import atomic_write_text
 
 # Peak HBM bandwidth in bytes/s by device-name fragment (first match wins).
 PEAK_BANDWIDTH = (
@@ -308,14 +308,6 @@ def decode_summary(rows: list[list[str]], kernel_prefix: str) -> str:
             "(target >= 70% on H100/H200)")
 
 
-def write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kernels-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
@@ -366,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     ]) + "\n"
     print(text)
     if args.out:
-        write_atomically(args.out, text)
+        atomic_write_text(args.out, text)
     return 0
 
 

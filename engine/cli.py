@@ -7,8 +7,6 @@ value or file reaches the user as one line and exit status 2 (``USER_ERRORS``).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +19,7 @@ from manylora.engine.policy_options import (PolicyOptionError, add_policy_argume
                                             parse_size, policies_from_args)
 from manylora.engine.pool_tensors import PoolBudgetError
 from manylora.engine.replay import ReplayConfig, replay_trace
+from manylora.traces.atomic_io import atomic_folder
 from manylora.traces.errors import TraceError
 
 
@@ -66,19 +65,9 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replace_tiny(staged: Path, target: Path) -> None:
-    if target.exists():
-        foreign = sorted(p.name for p in target.iterdir()
-                         if p.name not in _TINY_FILES and not p.name.startswith("model-"))
-        if not target.is_dir() or foreign:
-            raise EngineCliError(f"{target}: exists and is not a make-tiny folder "
-                                 f"({foreign[0] if foreign else 'a file'}); not replacing it")
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        staged.rename(target)
-        shutil.rmtree(old)
-    else:
-        staged.rename(target)
+def _tiny_owned(name: str) -> bool:
+    """Entries of a folder make-tiny wrote (so writing again may replace it)."""
+    return name in _TINY_FILES or name.startswith("model-")
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
@@ -87,15 +76,10 @@ def _make_tiny(args: argparse.Namespace) -> int:
         heads=args.heads, kv_heads=args.kv_heads, vocab=args.vocab,
         tie_word_embeddings=args.tie_embeddings))
     target = Path(args.output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
-    try:
+    with atomic_folder(target, _tiny_owned, what="a make-tiny folder",
+                       error=EngineCliError) as staged:
         _config(lambda: make_tiny(staged, spec, args.adapters, args.ranks, args.seed,
                                   name=target.name))
-        _replace_tiny(staged, target)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     print(f"wrote {target} ({args.adapters} adapters in {target / 'adapters'})")
     return 0
 

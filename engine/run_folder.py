@@ -8,15 +8,14 @@ jump over identical decode steps); ``write_run_folder`` writes everything.
 Output is reproducible: requests.csv times have 6 decimals (microseconds, as trace folders
 write ``arrival_s``; one rounding for every time column keeps arrival <= admitted <= first
 token <= finish true in the text), steps.csv times have 9, and meta.json has sorted keys.
-Rows are formatted in vectorised chunks. The folder is staged under a temporary name beside
-the target and renamed into place.
+Rows are formatted in vectorised chunks. The folder is staged beside the target and renamed
+into place (traces/atomic_io.py).
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +24,7 @@ import numpy as np
 
 from manylora.engine.request import Request
 from manylora.engine.step_plan import StepPlan
+from manylora.traces.atomic_io import atomic_folder
 
 RUN_FILES: tuple[str, ...] = ("requests.csv", "steps.csv", "meta.json")
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -161,33 +161,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _staging_folder(target: Path) -> Path:
-    k = 0
-    while True:
-        candidate = target.with_name(f".{target.name}.tmp-{os.getpid()}-{k}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            k += 1
-
-
-def _replace(staged: Path, target: Path) -> None:
-    if not target.exists():
-        staged.rename(target)
-        return
-    if not target.is_dir():
-        raise RunWriteError(f"{target}: exists and is not a folder; not replacing it")
-    foreign = sorted(p.name for p in target.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        raise RunWriteError(f"{target}: exists and holds {foreign[0]!r}, which is not part of "
-                            "a run folder; not replacing it")
-    old = _staging_folder(target.with_name(target.name + ".old"))
-    target.rename(old)
-    staged.rename(target)
-    shutil.rmtree(old)
-
-
 def write_run_folder(folder: str | os.PathLike[str], requests: Iterable[Request],
                      steps: StepLog, meta: dict[str, Any]) -> Path:
     """Write a run folder (replacing an existing run folder there); returns its path."""
@@ -196,16 +169,12 @@ def write_run_folder(folder: str | os.PathLike[str], requests: Iterable[Request]
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunWriteError(f"{target.parent}: cannot create folder ({exc.strerror})") from None
-    staged = _staging_folder(target)
-    try:
+    with atomic_folder(target, RUN_FILES.__contains__, what="a run folder",
+                       error=RunWriteError) as staged:
         with open(staged / "requests.csv", "w", encoding="utf-8", newline="\n") as out:
             out.write(requests_text(requests))
         with open(staged / "steps.csv", "w", encoding="utf-8", newline="\n") as out:
             _write_steps(steps, out)
         with open(staged / "meta.json", "w", encoding="utf-8", newline="\n") as out:
             out.write(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _replace(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return target

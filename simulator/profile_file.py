@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +18,7 @@ from typing import Any, Mapping
 from manylora.engine.model_shape import TARGETS, ModelShape
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_base import CostModelError
+from manylora.traces.atomic_io import atomic_write_text
 
 FORMAT = "manylora-profile"
 FORMAT_VERSION = 1
@@ -181,14 +181,4 @@ def read_profile(path: str | os.PathLike[str]) -> Profile:
 
 def write_profile(profile: Profile, path: str | os.PathLike[str]) -> None:
     """Write atomically: a temporary file in the same folder renamed into place."""
-    path = Path(path)
-    text = json.dumps(profile.to_dict(), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a profile is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(profile.to_dict(), indent=1, allow_nan=False) + "\n")

@@ -2,8 +2,8 @@
 
 Writing is byte-for-byte reproducible: ``arrival_s`` always has 6 decimals (microseconds),
 ``alpha`` is written as Python's shortest round-trip float, and meta.json has sorted keys. The
-folder is written under a temporary name beside the target and renamed into place, so an
-interrupted write leaves the old folder or the new one, never half of one. requests.csv is
+folder is staged beside the target and renamed into place (atomic_io.py), so an interrupted
+write leaves the old folder or the new one, never half of one. requests.csv is
 formatted in vectorised chunks (one ``%`` format over a chunk of rows), about 1 s per million
 requests.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 from tqdm import tqdm
 
+from manylora.traces.atomic_io import atomic_folder
 from manylora.traces.errors import TraceError
 from manylora.traces.tables import read_bytes, read_table
 from manylora.traces.trace import Trace
@@ -75,50 +75,15 @@ def _write_adapters(trace: Trace, out: IO[str]) -> None:
     writer.writerows(zip(*cells))
 
 
-def _fresh_folder(target: Path, tag: str) -> Path:
-    """An empty folder beside ``target`` with a name no one else is using (made with the
-    process umask, unlike tempfile.mkdtemp's private 0700)."""
-    k = 0
-    while True:
-        candidate = target.with_name(f".{target.name}.{tag}-{os.getpid()}-{k}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            k += 1
-
-
-def _replace(staged: Path, target: Path) -> None:
-    """Move ``staged`` to ``target``; an existing trace folder there is replaced."""
-    if not target.exists():
-        staged.rename(target)
-        return
-    if not target.is_dir():
-        raise TraceError(f"{target}: exists and is not a folder; not replacing it")
-    foreign = sorted(p.name for p in target.iterdir() if p.name not in TRACE_FILES)
-    if foreign:
-        raise TraceError(f"{target}: exists and holds {foreign[0]!r}, which is not part of a "
-                         "trace; not replacing it")
-    old = _fresh_folder(target, "old")
-    target.rename(old)  # onto an empty folder: allowed by POSIX rename
-    staged.rename(target)
-    shutil.rmtree(old)
-
-
 def write_trace(trace: Trace, folder: str | os.PathLike, *, progress: bool = False) -> Path:
     """Write ``trace`` as a folder (replacing an existing trace folder there); returns it."""
     target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = _fresh_folder(target, "tmp")
-    try:
+    with atomic_folder(target, TRACE_FILES.__contains__, what="a trace folder",
+                       error=TraceError) as staged:
         with open(staged / "requests.csv", "w", encoding="utf-8", newline="\n") as out:
             _write_requests(trace, out, progress)
         with open(staged / "adapters.csv", "w", encoding="utf-8", newline="\n") as out:
             _write_adapters(trace, out)
         with open(staged / "meta.json", "w", encoding="utf-8", newline="\n") as out:
             out.write(json.dumps(trace.meta, indent=2, sort_keys=True) + "\n")
-        _replace(staged, target)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return target

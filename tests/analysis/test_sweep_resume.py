@@ -19,6 +19,7 @@ from manylora.analysis.sweep_grid import expand_grid
 from manylora.analysis.sweep_options import SWEEP_OPTION_NAMES, SimulateOptions
 from manylora.analysis.sweep_store import SweepStore, SweepStoreError
 from manylora.analysis.sweep_table import read_sweep
+from manylora.traces.atomic_io import TEMP_MARK
 from tests.analysis.sweep_standin import (FAIL_ENV, LOG_ENV, SLEEP_ENV, StandinFailure,
                                           executions, standin_point)
 
@@ -101,9 +102,9 @@ def test_leftovers_of_a_killed_run_are_removed_and_bad_point_files_named(tmp_pat
     out = tmp_path / "out"
     (out / "points").mkdir(parents=True)
     (out / "runs").mkdir()
-    half = out / "points" / f".{tasks[0].point_id}.json.abc123.tmp"
+    half = out / "points" / f".{tasks[0].point_id}.json{TEMP_MARK}99-0"
     half.write_text('{"rows": [')
-    staged = out / "runs" / f".{tasks[0].point_id}.tmp-99"
+    staged = out / "runs" / f".{tasks[0].point_id}{TEMP_MARK}99-0"
     staged.mkdir()
     run_sweep(config, tasks, out, make_backend("serial"), standin_point)
     assert not half.exists() and not staged.exists()
