@@ -1,8 +1,8 @@
-"""The experiment subcommands: ``manylora validate`` and ``manylora demo``.
+"""What ``manylora validate`` and ``manylora demo`` do (arguments in experiment_cli.py).
 
 Both run the engine and the simulator end to end (analysis/validate.py, analysis/demo.py);
-this module parses options into their configs, prints progress to stderr and the result
-tables to stdout. ``USER_ERRORS`` lists the exceptions that mean bad input.
+the handlers parse options into their configs, print progress to stderr and the result tables
+to stdout.
 """
 from __future__ import annotations
 
@@ -10,24 +10,14 @@ import argparse
 import sys
 from dataclasses import replace
 
-from manylora.analysis.capacity import CapacityError
 from manylora.analysis.commands import OptionError, print_table
-from manylora.analysis.demo import DemoConfig, run_demo
-from manylora.analysis.validate import ValidationError, run_validation
-from manylora.analysis.validate_workload import MODEL_SPECS, VALIDATION_GRID, ValidateConfig
+from manylora.analysis.demo import run_demo
+from manylora.analysis.demo_config import DemoConfig
+from manylora.analysis.validate import run_validation
+from manylora.analysis.validate_workload import VALIDATION_GRID, ValidateConfig
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.profiler import ProfilerConfig
-
-USER_ERRORS: tuple[type[Exception], ...] = (ValidationError, CapacityError)
-
-
-def _levels(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected loads like 0.5,0.85,1.2, got {text!r}") \
-            from None
 
 
 def _engine(args: argparse.Namespace) -> EngineConfig:
@@ -41,7 +31,7 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_validate(args: argparse.Namespace) -> int:
+def run_validate_command(args: argparse.Namespace) -> int:
     try:
         config = ValidateConfig(levels=args.levels, min_requests=args.requests,
                                 minutes=args.minutes, num_adapters=args.adapters,
@@ -64,7 +54,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def run_demo_command(args: argparse.Namespace) -> int:
     try:
         config = replace(DemoConfig.quick() if args.quick else DemoConfig(),
                          num_adapters=args.adapters, seed=args.seed)
@@ -76,65 +66,3 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"figures: {result.report.parent / 'figures'}")
     print(f"simulator vs engine: {result.report.parent / 'validation' / 'compare' / 'report.md'}")
     return 0
-
-
-def _add_engine_options(parser: argparse.ArgumentParser, threads: int | None,
-                        threads_help: str) -> None:
-    group = parser.add_argument_group("engine")
-    group.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    group.add_argument("--dtype", default="float32", help="model dtype (default float32)")
-    group.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "validate", help="profile the engine, fit the cost model, and compare simulation with "
-        "engine replays at 50/85/120%% of capacity",
-        description="Validate the simulator against the engine on this machine: profile, fit, "
-                    "measure capacity, replay and simulate one trace per load level, compare.")
-    model = p.add_mutually_exclusive_group()
-    model.add_argument("--model", metavar="DIR", help="HF checkpoint folder to validate with")
-    model.add_argument("--model-shape", metavar="NAME", choices=tuple(MODEL_SPECS),
-                       help="write a random checkpoint of this shape (default: tiny)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="validation folder")
-    p.add_argument("--minutes", type=float, default=ValidateConfig.minutes, metavar="M",
-                   help="engine replay budget; sets requests per level, never below "
-                        "--requests (default %(default)s)")
-    p.add_argument("--requests", type=int, default=ValidateConfig.min_requests, metavar="N",
-                   help="requests per load level, at least (default %(default)s)")
-    p.add_argument("--adapters", type=int, default=ValidateConfig.num_adapters, metavar="N",
-                   help="adapters in each trace's catalog (default %(default)s)")
-    p.add_argument("--levels", type=_levels, default=ValidateConfig.levels, metavar="L,L",
-                   help="offered loads as shares of capacity (default 0.5,0.85,1.2)")
-    p.add_argument("--tolerance", type=float, default=ValidateConfig.tolerance,
-                   help="relative error allowed (default %(default)s)")
-    p.add_argument("--engine-repeats", type=int, default=1, metavar="N",
-                   help="replay each trace N times; with 2 the report shows the engine's own "
-                        "run-to-run difference beside the simulator's (default 1)")
-    p.add_argument("--quick-profile", action="store_true",
-                   help="profile a small grid (smoke runs; the fit is rougher)")
-    p.add_argument("--seed", type=int, default=0, help="seed of traces and profile")
-    _add_engine_options(p, 1, "torch CPU threads for profiling and replays (default 1: on a "
-                        "small or shared CPU extra OpenMP threads spin and contend; 0 = torch's "
-                        "choice)")
-    p.set_defaults(func=_run_validate)
-
-    p = subparsers.add_parser(
-        "demo", help="the main job on defaults: simulate policies over 1,000 adapters, SLO "
-        "plots, and one trace replayed on the real engine vs simulated",
-        description="Make a tiny model, generate Gamma traces over many adapters, simulate "
-                    "several admission policies across request rates with the shipped "
-                    "profile, replay one trace on the engine, and write the SLO plots and the "
-                    "validation report.")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="demo folder")
-    p.add_argument("--quick", action="store_true",
-                   help="a reduced demo (seconds): fewer points, shorter traces")
-    p.add_argument("--adapters", type=int, default=DemoConfig.num_adapters, metavar="N",
-                   help="adapters in the traces (default %(default)s)")
-    p.add_argument("--profile", metavar="P",
-                   help="profile to simulate with (default: the shipped CPU profile)")
-    p.add_argument("--seed", type=int, default=0, help="trace seed (default 0)")
-    _add_engine_options(p, None, "torch CPU threads of the engine replay (default: as many as "
-                        "the profile was measured with, so that the two compare)")
-    p.set_defaults(func=_run_demo)
-

@@ -16,7 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from manylora.analysis.plots_run import plot_cdfs, plot_pool_occupancy
-from manylora.analysis.plots_sweep import SWEEP_PLOTS, SweepPlot, plot_sweep
+from manylora.analysis.plot_specs import SWEEP_PLOTS, SweepPlot
+from manylora.analysis.plots_sweep import plot_sweep
 from manylora.analysis.run_folder import Run, read_run
 from manylora.analysis.slo import SLO
 from manylora.analysis.style import save_figure
@@ -110,6 +111,8 @@ PLOT_KINDS: dict[str, PlotKind] = {
     "pool-occupancy": OccupancyKind(),
     "latency-cdf": CdfKind(),
 }
+"""Every figure by name, in the order of ``plot_specs.FIGURES`` (the names the command line
+offers without importing matplotlib; tests/analysis/test_cli_dispatch.py checks they agree)."""
 
 
 def render_plot(kind: str, out_dir: str | Path, *, sweep: str | None = None,

@@ -10,52 +10,18 @@ holds several scales.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from manylora.analysis.plot_specs import SweepPlot
 from manylora.analysis.style import REFERENCE_COLOR, new_figure, series_style, styled
 from manylora.analysis.sweep_table import KEY_COLUMNS, SweepTableError, key_columns
 
 KEY_FORMATS = {"policy": "policy={}", "rate": "rate={} req/s", "cv": "cv={}",
                "num_adapters": "adapters={}", "alpha": "alpha={}", "seed": "seed={}",
                "slo_scale": "SLO scale={}"}
-
-
-@dataclass(frozen=True)
-class SweepPlot:
-    """What one sweep figure shows."""
-
-    name: str
-    x: str
-    metric: str
-    xlabel: str
-    ylabel: str
-    percent: bool = False           # show a [0, 1] metric as 0-100 %
-    target: float | None = None     # horizontal reference line, in the metric's own units
-    logx: bool = False
-
-    def __post_init__(self) -> None:
-        if self.x not in KEY_COLUMNS:
-            raise ValueError(f"SweepPlot.x must be a key column, got {self.x!r}")
-
-
-_ATTAINMENT = "SLO attainment (%)"
-SWEEP_PLOTS: dict[str, SweepPlot] = {p.name: p for p in (
-    SweepPlot("attainment-vs-rate", "rate", "attainment_slora", "Request rate (req/s)",
-              _ATTAINMENT, percent=True, target=0.9),
-    SweepPlot("attainment-vs-cv", "cv", "attainment_slora",
-              "Coefficient of variation of arrivals (cv)", _ATTAINMENT, percent=True, target=0.9),
-    SweepPlot("attainment-vs-adapters", "num_adapters", "attainment_slora",
-              "Number of adapters", _ATTAINMENT, percent=True, target=0.9, logx=True),
-    SweepPlot("attainment-vs-slo-scale", "slo_scale", "attainment_slora",
-              "SLO scale (multiple of the base SLO)", _ATTAINMENT, percent=True, target=0.9),
-    SweepPlot("throughput-vs-adapters", "num_adapters", "throughput_rps", "Number of adapters",
-              "Throughput (req/s)", logx=True),
-)}
 
 
 def _format(value: object) -> str:

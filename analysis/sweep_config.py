@@ -53,7 +53,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from manylora.analysis.metrics import SUMMARY_COLUMNS
-from manylora.analysis.plots_sweep import SWEEP_PLOTS
+from manylora.analysis.plot_specs import SWEEP_PLOTS
 from manylora.analysis.slo import SLO
 from manylora.analysis.window import Window
 

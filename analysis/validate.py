@@ -30,9 +30,10 @@ from manylora.analysis.report import figure_links, markdown_table
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, new_figure, save_figure,
                                      styled)
-from manylora.analysis.validate_workload import (VALIDATION_GRID, ValidateConfig, ensure_model,
+from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, ValidateConfig,
                                                  validation_trace)
 from manylora.engine.engine_config import EngineConfig
+from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
 from manylora.engine.replay import ReplayConfig, replay_trace
 from manylora.simulator.cost_model import fitted_cost_model
@@ -70,6 +71,21 @@ class ValidationResult:
     @property
     def passed(self) -> bool:
         return bool(self.summary["within_tolerance"].all())
+
+
+def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Path,
+                 seed: int) -> Path:
+    """The checkpoint to validate: ``model_dir`` as given, else a random one of
+    ``model_shape`` (default: the tiny model) written to ``work/model``."""
+    if model_dir is not None:
+        return Path(model_dir)
+    name = model_shape or "tiny"
+    if name not in MODEL_SPECS:
+        raise ValueError(f"unknown model shape {name!r}; choose one of {', '.join(MODEL_SPECS)}")
+    target = work / "model"
+    if not (target / "config.json").is_file():
+        write_model(target, MODEL_SPECS[name], seed)
+    return target
 
 
 def profile_and_fit(model: Path, engine: EngineConfig, profiler: ProfilerConfig, out: Path,

@@ -1,8 +1,8 @@
 """The workload and deployment a validation runs: which model, which traces, which engine.
 
-``ValidateConfig`` holds every choice of ``manylora validate``; ``ensure_model`` provides the
-checkpoint (a given folder, or a random one of a named shape written on the spot), and
-``validation_trace`` the Gamma traces, one per load level. Adapters come from each trace's
+``ValidateConfig`` holds every choice of ``manylora validate``, ``MODEL_SPECS`` the random
+checkpoints it can write (validate.py writes them), and ``validation_trace`` the Gamma traces,
+one per load level. Adapters come from each trace's
 catalog (materialised by the replay as random PEFT folders), so the engine serves exactly the
 ranks and targets the simulator prices.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
 from manylora.analysis.capacity import CapacityConfig
-from manylora.engine.make_tiny import TinyModelSpec, write_model
 from manylora.engine.model_shape import MODEL_SHAPES, ModelShape
 from manylora.engine.profile_grid import GridConfig
+from manylora.engine.tiny_spec import TinyModelSpec
 from manylora.traces import (CatalogConfig, CycleRanks, GammaArrivals, TraceConfig,
                              UniformLengths, UniformPopularity, generate_trace)
 from manylora.traces.trace import Trace
@@ -101,18 +100,3 @@ def validation_trace(config: ValidateConfig, rate_rps: float, num_requests: int,
                                output_range=config.output_range),
         catalog=CatalogConfig(ranks=CycleRanks(ranks=config.ranks)),
         duration_s=None, num_requests=num_requests, seed=config.seed + seed_offset))
-
-
-def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Path,
-                 seed: int) -> Path:
-    """The checkpoint to validate: ``model_dir`` as given, else a random one of
-    ``model_shape`` (default: the tiny model) written to ``work/model``."""
-    if model_dir is not None:
-        return Path(model_dir)
-    name = model_shape or "tiny"
-    if name not in MODEL_SPECS:
-        raise ValueError(f"unknown model shape {name!r}; choose one of {', '.join(MODEL_SPECS)}")
-    target = work / "model"
-    if not (target / "config.json").is_file():
-        write_model(target, MODEL_SPECS[name], seed)
-    return target

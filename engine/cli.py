@@ -1,43 +1,26 @@
-"""``manylora replay`` and ``manylora model make-tiny``: the engine's commands.
+"""The engine's commands on the ``manylora`` command line: ``replay``, ``profile`` and
+``model make-tiny``.
 
-The commands parse arguments into the library's configs (``EngineConfig``, ``ReplayConfig``,
-``ControlConfig`` through ``policy_options``, ``TinyModelSpec``) and call the library. A bad
-value or file reaches the user as one line and exit status 2 (``USER_ERRORS``).
+Argument definitions only: this module imports no torch, so ``manylora --help`` and the other
+packages' commands start fast. Each subcommand names its handler in engine/commands.py as a
+``"module:function"`` string, and ``USER_ERRORS`` names the exceptions that mean bad input;
+analysis/cli.py resolves both when the command runs (docs/internals.md, "The command line").
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-from typing import Any, Callable
 
-from manylora.engine.engine_config import EngineConfig
-from manylora.engine.make_tiny import TinyModelSpec, make_tiny
-from manylora.engine.model_config import CheckpointError
-from manylora.engine.peft_loader import AdapterError
-from manylora.engine.policy_options import (PolicyOptionError, add_policy_arguments,
-                                            parse_size, policies_from_args)
-from manylora.engine.pool_tensors import PoolBudgetError
-from manylora.engine.replay import ReplayConfig, replay_trace
-from manylora.traces.atomic_io import atomic_folder
-from manylora.traces.errors import TraceError
+from manylora.engine.model_shape import canonical_target
+from manylora.engine.policy_options import add_policy_arguments, parse_size
+from manylora.engine.scheduler_config import MemoryConfig
+from manylora.engine.tiny_spec import TinyModelSpec
 
-
-class EngineCliError(ValueError):
-    """A command-line value the engine's configs refuse."""
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    EngineCliError, CheckpointError, AdapterError, TraceError, PolicyOptionError,
-    PoolBudgetError, OSError)
-_TINY_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapters")
-
-
-def _config(build: Callable[[], Any]) -> Any:
-    try:
-        return build()
-    except ValueError as exc:
-        raise EngineCliError(str(exc)) from None
+_COMMANDS = "manylora.engine.commands"
+USER_ERRORS: tuple[str, ...] = (
+    f"{_COMMANDS}:EngineCliError", "manylora.engine.model_config:CheckpointError",
+    "manylora.engine.peft_loader:AdapterError", "manylora.traces.errors:TraceError",
+    "manylora.engine.policy_options:PolicyOptionError",
+    "manylora.engine.pool_tensors:PoolBudgetError", "builtins:OSError")
 
 
 def _ranks(text: str) -> list[int]:
@@ -51,37 +34,26 @@ def _ranks(text: str) -> list[int]:
     return ranks
 
 
-def _replay(args: argparse.Namespace) -> int:
-    control = policies_from_args(args)
-    engine_config = _config(lambda: EngineConfig(
-        device=args.device, dtype=args.dtype, lora_backend=args.lora_backend,
-        attention_backend=args.attention_backend, pool_bytes=args.pool_memory,
-        threads=args.threads, control=control))
-    replay = _config(lambda: ReplayConfig(
-        time_scale=args.time_scale, materialize_missing=args.materialize_missing_adapters,
-        seed=args.seed, progress=not args.quiet and sys.stderr.isatty()))
-    out = replay_trace(args.trace, args.model, args.adapters, args.output, engine_config, replay)
-    print(f"wrote {out}")
-    return 0
+def _targets(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(canonical_target(t.strip()) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _tiny_owned(name: str) -> bool:
-    """Entries of a folder make-tiny wrote (so writing again may replace it)."""
-    return name in _TINY_FILES or name.startswith("model-")
-
-
-def _make_tiny(args: argparse.Namespace) -> int:
-    spec = _config(lambda: TinyModelSpec(
-        arch=args.arch, layers=args.layers, hidden=args.hidden, intermediate=args.intermediate,
-        heads=args.heads, kv_heads=args.kv_heads, vocab=args.vocab,
-        tie_word_embeddings=args.tie_embeddings))
-    target = Path(args.output)
-    with atomic_folder(target, _tiny_owned, what="a make-tiny folder",
-                       error=EngineCliError) as staged:
-        _config(lambda: make_tiny(staged, spec, args.adapters, args.ranks, args.seed,
-                                  name=target.name))
-    print(f"wrote {target} ({args.adapters} adapters in {target / 'adapters'})")
-    return 0
+def _add_engine_options(parser: argparse.ArgumentParser, title: str) -> None:
+    """How the engine runs (EngineConfig), shared by replay and profile so that a profile is
+    measured on the engine exactly as it will serve."""
+    engine = parser.add_argument_group(title)
+    engine.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    engine.add_argument("--dtype", default="float32",
+                        help="model and pool dtype, e.g. float32, bfloat16 (default float32)")
+    engine.add_argument("--lora-backend", default="",
+                        help="triton, torch or padded (default: triton on GPU, torch on CPU)")
+    engine.add_argument("--attention-backend", default="",
+                        help="triton or torch (default: triton on GPU, torch on CPU)")
+    engine.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch CPU threads (default 0: torch's choice)")
 
 
 def _add_replay(subparsers: argparse._SubParsersAction) -> None:
@@ -102,24 +74,46 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--materialize-missing-adapters", action="store_true",
                    help="give adapters with no folder random weights of the trace's rank, "
                         "alpha and targets (else their requests are rejected)")
-    engine = p.add_argument_group("engine")
-    engine.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    engine.add_argument("--dtype", default="float32",
-                        help="model and pool dtype, e.g. float32, bfloat16 (default float32)")
-    engine.add_argument("--lora-backend", default="",
-                        help="triton, torch or padded (default: triton on GPU, torch on CPU)")
-    engine.add_argument("--attention-backend", default="",
-                        help="triton or torch (default: triton on GPU, torch on CPU)")
-    engine.add_argument("--pool-memory", type=parse_size, default=EngineConfig.pool_bytes,
-                        metavar="SIZE", help="pool size when --pool-pages is not given "
-                                             "(default 256M)")
-    engine.add_argument("--threads", type=int, default=0, metavar="N",
-                        help="torch CPU threads (default: torch's choice)")
+    _add_engine_options(p, "engine")
+    p.add_argument("--pool-memory", type=parse_size, metavar="SIZE",
+                   help="pool size when --pool-pages is not given (default 256M)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of prompt token ids and materialised adapters (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_policy_arguments(p)
-    p.set_defaults(func=_replay)
+    p.set_defaults(handler=f"{_COMMANDS}:run_replay")
+
+
+def _add_profile(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "profile", help="time the engine over batch shapes and fit the simulator's cost model",
+        description="Time the real engine's steps over a grid of batch shapes (prefill "
+                    "requests x lengths, decode batch x context, distinct adapters x ranks, "
+                    "random mixes) and adapter loads (disk -> host, host -> pool), fit the "
+                    "cost model and report its cross-validated error. `manylora simulate "
+                    "--profile PROFILE` uses the result.")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="HF checkpoint folder (config.json + safetensors)")
+    p.add_argument("--adapters", metavar="DIR",
+                   help="folder of PEFT adapters named by id (DIR/<id>) whose loads are timed "
+                        "(default MODEL/adapters if present, else random ones)")
+    p.add_argument("-o", "--output", required=True, metavar="PROFILE.json",
+                   help="profile file to write")
+    p.add_argument("--quick", action="store_true",
+                   help="a small grid and 2 repeats (seconds; for tests and smoke runs)")
+    p.add_argument("--repeats", type=int, metavar="N",
+                   help="timed passes over the grid and loads per adapter (default 5; quick 2)")
+    p.add_argument("--warmup", type=int, metavar="N",
+                   help="untimed passes over the grid first (default 1)")
+    p.add_argument("--lora-targets", type=_targets, default=(), metavar="T,T",
+                   help="targets of the grid's adapters, e.g. q,k,v,o (default: the adapters' "
+                        "target set nearest their mean LoRA width)")
+    p.add_argument("--seed", type=int, default=0, help="grid and token seed (default 0)")
+    _add_engine_options(p, "engine (profile the engine as it will run)")
+    p.add_argument("--tokens-per-page", type=int, default=MemoryConfig.tokens_per_page,
+                   metavar="N", help="KV tokens per pool page (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=f"{_COMMANDS}:run_profile")
 
 
 def _add_model(subparsers: argparse._SubParsersAction) -> None:
@@ -144,10 +138,11 @@ def _add_model(subparsers: argparse._SubParsersAction) -> None:
                        help=f"default {getattr(defaults, field)}")
     p.add_argument("--tie-embeddings", action="store_true", help="share embedding and LM head")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.set_defaults(func=_make_tiny)
+    p.set_defaults(handler=f"{_COMMANDS}:run_make_tiny")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``replay`` and ``model make-tiny`` to the ``manylora`` command."""
+    """Add ``replay``, ``profile`` and ``model make-tiny`` to the ``manylora`` command."""
     _add_replay(subparsers)
+    _add_profile(subparsers)
     _add_model(subparsers)

@@ -1,62 +1,27 @@
-"""``manylora simulate``: run a trace through the simulator and write a run folder.
+"""``manylora simulate`` on the command line: its arguments.
 
-The command parses arguments into the library's configs (the control plane's shared policy
-options, ``SimulationConfig``, the cost model chosen by ``cost_model_from_args``) and calls
-``simulate``. Bad input reaches the user as one line and exit status 2 (``USER_ERRORS``).
+Argument definitions only (no simpy, scipy or cost models are imported), so the command line
+starts fast; the handler is ``simulator/commands.py:run_simulate``, named as a
+``"module:function"`` string that analysis/cli.py resolves when the command runs, as it does
+``USER_ERRORS`` (docs/internals.md, "The command line").
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
-from tqdm import tqdm
-
-from manylora.engine.policy_options import (PolicyOptionError, add_policy_arguments,
-                                            policies_from_args)
-from manylora.engine.run_folder import RunWriteError, write_run_folder
-from manylora.simulator.cost_base import CostModelError
-from manylora.simulator.cost_model import cost_model_from_args
-from manylora.simulator.deployment import DeploymentError, resolve_deployment
+from manylora.engine.policy_options import add_policy_arguments
 from manylora.simulator.router import ROUTERS
-from manylora.simulator.simulation import SimulationConfig, simulate, simulation_meta
-from manylora.traces.errors import TraceError
-from manylora.traces.trace_io import read_trace
 
-
-class SimulateCliError(ValueError):
-    """A command-line value the simulator's configs refuse."""
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    SimulateCliError, TraceError, CostModelError, PolicyOptionError, DeploymentError,
-    RunWriteError)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    control = policies_from_args(args)
-    try:
-        config = SimulationConfig(replicas=args.replicas, router=args.router,
-                                  jumps=not args.no_jumps, seed=args.seed)
-    except ValueError as exc:
-        raise SimulateCliError(str(exc)) from None
-    trace = read_trace(args.trace)
-    cost_model = cost_model_from_args(args.profile, args.hardware, args.model_shape)
-    deployment = resolve_deployment(args.profile, args.model_shape, args.pool_pages,
-                                    args.tokens_per_page, args.hardware)
-    control = deployment.apply(control)
-    duration = float(trace.column("arrival_s")[-1]) if trace.num_requests else 0.0
-    with tqdm(total=round(duration, 3), unit="s", desc="simulate",
-              disable=args.quiet or not sys.stderr.isatty(), leave=False,
-              bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s simulated [{elapsed}]") as bar:
-        result = simulate(trace, cost_model, control, deployment.shape, config=config,
-                          progress=lambda t: bar.update(round(t, 3) - bar.n))
-    out = write_run_folder(args.output, result.requests, result.steps,
-                           simulation_meta(trace, cost_model, control, result, config))
-    print(f"wrote {out}")
-    return 0
+USER_ERRORS: tuple[str, ...] = (
+    "manylora.simulator.commands:SimulateCliError", "manylora.traces.errors:TraceError",
+    "manylora.simulator.cost_base:CostModelError",
+    "manylora.engine.policy_options:PolicyOptionError",
+    "manylora.simulator.deployment:DeploymentError",
+    "manylora.engine.run_folder:RunWriteError")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``simulate`` to the ``manylora`` command."""
     p = subparsers.add_parser(
         "simulate", help="simulate a trace over the engine's scheduler and a cost model",
         description="Run TRACE_DIR through the engine's own scheduler with step times from a "
@@ -80,4 +45,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "(same output, slower)")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     add_policy_arguments(p)
-    p.set_defaults(func=_simulate)
+    p.set_defaults(handler="manylora.simulator.commands:run_simulate")

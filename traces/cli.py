@@ -4,12 +4,15 @@ The commands only parse arguments into the library's configs (`TraceConfig`,
 `AzureImportConfig`) and print; every model is picked by name from a builder table keyed like
 the library's registries. Range checks live in the configs, whose `TraceConfigError` (like a
 bad file's `TraceError`) reaches the user as one line with exit status 2.
+
+The traces package is light (numpy and pandas, no torch), so the handlers live here too; as
+for every package, each subcommand names its handler as a ``"module:function"`` string and
+``USER_ERRORS`` names exception classes likewise (docs/internals.md, "The command line").
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Callable
 
 from manylora.traces.arrivals import (ArrivalProcess, BurstArrivals, GammaArrivals,
@@ -18,7 +21,7 @@ from manylora.traces.azure_source import SHIPPED_SOURCES
 from manylora.traces.catalog import (RANK_RULES, AlphaRule, CatalogConfig, FixedAlpha,
                                      MixedRanks, PerRankAlpha, RankRule)
 from manylora.traces.describe import describe, format_description
-from manylora.traces.errors import TraceConfigError, TraceError
+from manylora.traces.errors import TraceConfigError
 from manylora.traces.generate import TraceConfig, generate_trace
 from manylora.traces.import_azure import AzureImportConfig, import_azure
 from manylora.traces.lengths import (LengthModel, LognormalLengths, ResampledLengths,
@@ -27,7 +30,8 @@ from manylora.traces.popularity import (Popularity, SLoRAPopularity, UniformPopu
                                         ZipfPopularity)
 from manylora.traces.trace_io import read_trace, write_trace
 
-USER_ERRORS: tuple[type[BaseException], ...] = (TraceError, TraceConfigError, OSError)
+USER_ERRORS: tuple[str, ...] = ("manylora.traces.errors:TraceError",
+                               "manylora.traces.errors:TraceConfigError", "builtins:OSError")
 DEFAULT_DURATION_S = 300.0
 
 
@@ -117,7 +121,7 @@ def _need(args: argparse.Namespace, option: str, attribute: str, arrivals: str) 
         raise TraceConfigError(f"--arrivals {arrivals} needs {option}")
 
 
-def _generate(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace) -> int:
     requirements = {"schedule": ("--rate-schedule", "rate_schedule"),
                     "bursts": ("--burst", "burst")}
     if args.arrivals in requirements:
@@ -131,20 +135,20 @@ def _generate(args: argparse.Namespace) -> int:
         lengths=LENGTH_BUILDERS[args.lengths](args), catalog=_catalog(args),
         duration_s=duration, num_requests=args.num_requests, seed=args.seed)
     trace = generate_trace(config)
-    write_trace(trace, args.output, progress=_progress(args))
+    write_trace(trace, args.output, progress=args.progress)
     print(f"wrote {trace.num_requests} requests over {trace.num_adapters} adapters "
           f"to {args.output}")
     return 0
 
 
-def _import_azure(args: argparse.Namespace) -> int:
+def run_import_azure(args: argparse.Namespace) -> int:
     config = AzureImportConfig(
         source=args.csv, num_adapters=args.num_adapters,
         popularity=POPULARITY_BUILDERS[args.popularity](args), catalog=_catalog(args),
         window_s=None if args.window is None else tuple(args.window),
         rate_scale=args.rate_scale, seed=args.seed)
     trace = import_azure(config)
-    write_trace(trace, args.output, progress=_progress(args))
+    write_trace(trace, args.output, progress=args.progress)
     raised = trace.meta["zero_lengths_raised_to_1"]
     print(f"wrote {trace.num_requests} requests over {trace.num_adapters} adapters "
           f"to {args.output} ({raised['prompt_len']} prompt and {raised['output_len']} output "
@@ -152,14 +156,10 @@ def _import_azure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(args: argparse.Namespace) -> int:
+def run_describe(args: argparse.Namespace) -> int:
     summary = describe(read_trace(args.trace), top=args.top)
     print(json.dumps(summary, indent=2) if args.json else format_description(summary))
     return 0
-
-
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
 
 
 def _add_adapter_options(parser: argparse.ArgumentParser) -> None:
@@ -227,7 +227,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
                          help=f"resample: {', '.join(SHIPPED_SOURCES)} or an Azure-format CSV "
                               "(default azure-conv)")
     _add_adapter_options(p)
-    p.set_defaults(func=_generate)
+    p.set_defaults(handler="manylora.traces.cli:run_generate")
 
 
 def _add_import(commands: argparse._SubParsersAction) -> None:
@@ -245,7 +245,7 @@ def _add_import(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--rate-scale", type=float, default=1.0, metavar="X",
                    help="divide inter-arrival times by X (2 doubles the rate; default 1)")
     _add_adapter_options(p)
-    p.set_defaults(func=_import_azure)
+    p.set_defaults(handler="manylora.traces.cli:run_import_azure")
 
 
 def _add_describe(commands: argparse._SubParsersAction) -> None:
@@ -255,7 +255,7 @@ def _add_describe(commands: argparse._SubParsersAction) -> None:
     p.add_argument("trace", metavar="DIR", help="trace folder")
     p.add_argument("--top", type=int, default=5, help="most used adapters to list (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_describe)
+    p.set_defaults(handler="manylora.traces.cli:run_describe")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,9 @@ from manylora.analysis.cli import main
 from manylora.analysis.compare import compare_runs
 from manylora.analysis.demo import DemoConfig
 from manylora.analysis.run_folder import read_run
-from manylora.analysis.validate import LevelResult, plot_fidelity, run_validation, summary_table
-from manylora.analysis.validate_workload import ValidateConfig, ensure_model, validation_trace
+from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity, run_validation,
+                                       summary_table)
+from manylora.analysis.validate_workload import ValidateConfig, validation_trace
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.profiler import ProfilerConfig

@@ -9,7 +9,8 @@ import pytest
 from manylora.analysis.plots_run import (MAX_POINTS, _binned, _occupancy, plot_cdfs,
                                          plot_pool_occupancy, plot_step_distributions,
                                          plot_step_durations)
-from manylora.analysis.plots_sweep import SWEEP_PLOTS, plot_sweep
+from manylora.analysis.plot_specs import SWEEP_PLOTS
+from manylora.analysis.plots_sweep import plot_sweep
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.style import save_figure
 from manylora.analysis.sweep_table import SweepTableError, validate_sweep

@@ -58,6 +58,7 @@ def test_every_router_spreads_a_busy_trace(router) -> None:
 def test_simulator_imports_without_torch() -> None:
     program = ("import sys; sys.modules['torch'] = None\n"
                "import manylora.simulator.simulation, manylora.simulator.cli\n"
+               "import manylora.simulator.commands\n"
                "import manylora.simulator.queueing_cost_models\n"
                "assert not [m for m in sys.modules if m.startswith(('torch.', 'triton'))]\n")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
