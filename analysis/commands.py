@@ -104,7 +104,7 @@ def run_goodput(args: argparse.Namespace) -> int:
 def run_plot(args: argparse.Namespace) -> int:
     slo, window = _slo_window(args)
     paths = render_plot(args.kind, args.output, sweep=args.sweep, runs=args.runs,
-                        metric=args.metric, where=args.where, slo=slo, window=window)
+                        metric=args.metric, where=args.where, slo=slo, window=window, x=args.x)
     for path in paths:
         print(path)
     return 0

@@ -94,6 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folder(s), if no --sweep")
     p.add_argument("--sweep", metavar="TABLE", help="sweep table (.csv or .parquet)")
     p.add_argument("--metric", help="metric column for sweep figures (default: the figure's)")
+    p.add_argument("--x", metavar="COLUMN",
+                   help="key column on x for sweep figures instead of the figure's, e.g. "
+                        "max_batch_adapters or alpha (any key of the table; the file is then "
+                        "named after it)")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="keep only sweep rows with this key value (repeatable)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="figure folder")

@@ -41,6 +41,7 @@ class PlotInput:
     where: Sequence[str]
     slo: SLO
     window: Window
+    x: str | None = None           # another key column on x
 
 
 class PlotKind(Protocol):
@@ -77,7 +78,7 @@ class SweepKind:
             raise PlotInputError("give either --sweep TABLE or run folders, not both")
         if given.sweep:
             return read_sweep(given.sweep)
-        scales = SLO_SCALES if self.spec.x == "slo_scale" else (1.0,)
+        scales = SLO_SCALES if (given.x or self.spec.x) == "slo_scale" else (1.0,)
         runs = _runs(given)
         labels = policy_labels([run.meta for run in runs])
         rows = [sweep_rows(run.requests, point_from_meta(run.meta, run.path, label), given.slo,
@@ -85,10 +86,9 @@ class SweepKind:
         return pd.concat(rows, ignore_index=True)
 
     def figures(self, given: PlotInput) -> list[tuple[str, Figure]]:
-        spec = self.spec
-        if given.metric:
-            spec = replace(spec, metric=given.metric, ylabel=given.metric, percent=False,
-                           target=None)
+        spec = self.spec.on(x=given.x, metric=given.metric or None)
+        if given.x:
+            spec = replace(spec, name=f"{spec.name.partition('-vs-')[0]}-vs-{given.x}")
         table = _filter(self.table(given), given.where)
         return [(spec.name, plot_sweep(table, spec))]
 
@@ -117,11 +117,15 @@ offers without importing matplotlib; tests/analysis/test_cli_dispatch.py checks 
 
 def render_plot(kind: str, out_dir: str | Path, *, sweep: str | None = None,
                 runs: Sequence[str] = (), metric: str | None = None, where: Sequence[str] = (),
-                slo: SLO = SLO(), window: Window = Window()) -> list[Path]:
-    """Draw figure ``kind`` and save it (PNG and PDF) into ``out_dir``; returns the files."""
+                slo: SLO = SLO(), window: Window = Window(), x: str | None = None) -> list[Path]:
+    """Draw figure ``kind`` and save it (PNG and PDF) into ``out_dir``; returns the files.
+    ``metric`` and ``x`` put another metric on y or another key column on x (sweep figures;
+    the file is then named after the new x, e.g. ``attainment-vs-max_batch_adapters``)."""
     if kind not in PLOT_KINDS:
         raise PlotInputError(f"unknown figure {kind!r}; choose one of {', '.join(PLOT_KINDS)}")
-    given = PlotInput(sweep, list(runs), metric, list(where), slo, window)
+    if x and kind not in SWEEP_PLOTS:
+        raise PlotInputError(f"--x applies to sweep figures, not {kind!r}")
+    given = PlotInput(sweep, list(runs), metric, list(where), slo, window, x)
     paths: list[Path] = []
     for name, fig in PLOT_KINDS[kind].figures(given):
         paths += save_figure(fig, out_dir, name)

@@ -85,7 +85,7 @@ def write_outputs(config: SweepConfig, store: SweepStore,
     figures: list[Path] = []
     for plot in config.plots:
         for path in render_plot(plot.figure, store.root / "plots", sweep=str(csv),
-                                metric=plot.metric, where=plot.where):
+                                metric=plot.metric, where=plot.where, x=plot.x):
             target = path.with_name(plot.file_name + path.suffix)
             if target != path:
                 os.replace(path, target)

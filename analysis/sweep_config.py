@@ -38,6 +38,7 @@ problem is a :class:`SweepConfigError` naming the file, the TOML key and the val
     figure = "attainment-vs-cv"    # a manylora plot kind
     where = ["slo_scale=1"]        # optional filters, as `manylora plot --where`
     metric = "throughput_rps"      # optional metric override
+    x = "max_batch_adapters"       # optional: another key column on x
     name = "throughput-vs-cv"      # optional file name
 
 Option names (in ``[options]``, policies and extra grid axes) are checked against the
@@ -64,7 +65,7 @@ TOP_LEVEL = ("name", "description", "keep_runs", "workload", "options", "policie
 WORKLOAD_KEYS = ("arrivals", "popularity", "lengths", "catalog", "duration_s",
                  "num_requests", "num_adapters")
 WINDOW_KEYS = ("warmup_s", "cooldown_s", "warmup_frac", "cooldown_frac")
-PLOT_KEYS = ("figure", "where", "metric", "name")
+PLOT_KEYS = ("figure", "where", "metric", "name", "x")
 DEFAULT_POLICY = "default"
 
 
@@ -120,8 +121,11 @@ class PlotSpec:
     where: tuple[str, ...] = ()
     metric: str | None = None
     name: str | None = None
+    x: str | None = None            # a key column of the table; checked when drawn
 
     def __post_init__(self) -> None:
+        if self.x is not None and (not isinstance(self.x, str) or not self.x):
+            raise ValueError(f"PlotSpec.x must be a key column name, got {self.x!r}")
         if self.figure not in SWEEP_PLOTS:
             raise ValueError(f"PlotSpec.figure: unknown {self.figure!r}; choose one of "
                              f"{', '.join(SWEEP_PLOTS)}")
@@ -134,7 +138,10 @@ class PlotSpec:
 
     @property
     def file_name(self) -> str:
-        return self.name or (f"{self.figure}-{self.metric}" if self.metric else self.figure)
+        if self.name:
+            return self.name
+        return "-".join([self.figure, *([self.metric] if self.metric else []),
+                         *([f"by-{self.x}"] if self.x else [])])
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,11 @@ class SweepConfig:
         for axis, values in self.grid.items():
             if not values:
                 raise ValueError(f"SweepConfig.grid.{axis} has no values")
+        keys = ("policy", *WORKLOAD_AXES, "slo_scale", *self.extra_axes)
+        for i, plot in enumerate(self.plots, start=1):
+            if plot.x is not None and plot.x not in keys:
+                raise ValueError(f"[[plots]] #{i}: x = {plot.x!r} is not a key column of "
+                                 f"this sweep's table; choose one of {', '.join(keys)}")
 
     @property
     def extra_axes(self) -> tuple[str, ...]:
@@ -253,7 +265,8 @@ def _plots(source: object, entries: Any) -> tuple[PlotSpec, ...]:
         where = entry.get("where", [])
         try:
             plots.append(PlotSpec(entry["figure"], tuple(where) if isinstance(where, list)
-                                  else (where,), entry.get("metric"), entry.get("name")))
+                                  else (where,), entry.get("metric"), entry.get("name"),
+                                  entry.get("x")))
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"{source}: [[plots]] #{i}: {exc}") from None
     names = [p.file_name for p in plots]

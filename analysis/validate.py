@@ -28,8 +28,8 @@ from manylora.analysis.experiment import Deployment, requests_frame
 from manylora.analysis.outputs import write_csv
 from manylora.analysis.report import figure_links, markdown_table
 from manylora.analysis.run_folder import read_run
-from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, new_figure, save_figure,
-                                     styled)
+from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, legend_outside, new_figure,
+                                     save_figure, styled)
 from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, ValidateConfig,
                                                  validation_trace)
 from manylora.engine.engine_config import EngineConfig
@@ -183,7 +183,7 @@ def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
         ax.set_xticks(np.arange(len(levels)), [f"{level:.0%}" for level in levels])
         ax.set_xlabel("Offered load (share of capacity)")
         ax.set_ylabel("Simulator vs engine error (%)")
-        ax.legend(loc="best")
+        legend_outside(fig, ax)
     return fig
 
 

@@ -49,6 +49,22 @@ def test_plot_command_from_sweep_and_runs(tmp_path, capsys):
         p.name for p in (tmp_path / "figs").iterdir()}
 
 
+def test_plot_command_puts_any_key_on_x(tmp_path, capsys):
+    sweep = tmp_path / "sweep.csv"
+    table = pd.concat([sweep_over("rate").assign(max_batch_adapters=k) for k in (1, 4, 8)])
+    table.to_csv(sweep, index=False)
+    assert main(["plot", "attainment-vs-rate", "--sweep", str(sweep), "--x",
+                 "max_batch_adapters", "--where", "rate=4", "-o", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "attainment-vs-max_batch_adapters.png").is_file()
+    capsys.readouterr()
+    assert main(["plot", "attainment-vs-rate", "--sweep", str(sweep), "--x", "colour",
+                 "-o", str(tmp_path / "figs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no key column 'colour' to put on x" in err
+    assert main(["plot", "latency-cdf", "--x", "rate", "-o", str(tmp_path / "figs")]) == 2
+    assert "--x applies to sweep figures" in capsys.readouterr().err
+
+
 def test_goodput_command(tmp_path, capsys):
     sweep = tmp_path / "sweep.csv"
     sweep_over("rate").to_csv(sweep, index=False)

@@ -9,7 +9,8 @@ import pytest
 from manylora.analysis.plots_run import (MAX_POINTS, _binned, _occupancy, plot_cdfs,
                                          plot_pool_occupancy, plot_step_distributions,
                                          plot_step_durations)
-from manylora.analysis.plot_specs import SWEEP_PLOTS
+from manylora.analysis.metrics import SUMMARY_COLUMNS
+from manylora.analysis.plot_specs import METRIC_LABELS, SWEEP_PLOTS
 from manylora.analysis.plots_sweep import plot_sweep
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.style import save_figure
@@ -144,3 +145,70 @@ def test_save_figure_writes_png_and_pdf(tmp_path):
     assert pdf.read_bytes()[:5] == b"%PDF-"
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["attainment.pdf",
                                                                     "attainment.png"]
+
+
+@pytest.mark.parametrize("series", [1, 3, 8, 24, 40])
+def test_the_legend_never_covers_a_line_the_title_or_any_text(series):
+    # a long title too: many fixed extra keys with long values
+    long_keys = {f"some_long_extra_key_{k}": f"a-rather-long-value-{k}" for k in range(6)}
+    sweep = pd.concat([sweep_over("rate").assign(policy=f"policy-with-a-long-name-{i}",
+                                                 **long_keys) for i in range(series)])
+    fig = plot_sweep(validate_sweep(sweep), SWEEP_PLOTS["attainment-vs-rate"])
+    (ax,) = fig.axes
+    (legend,) = fig.legends
+    assert legend.get_frame_on()
+    assert len(legend.get_texts()) == series + 1                  # and the 90% target line
+    assert "some_long_extra_key_5=a-rather-long-value-5" in ax.get_title(loc="left")
+    assert_no_overlapping_text(fig)                               # draws the figure
+    renderer = fig.canvas.get_renderer()
+    legend_box = legend.get_window_extent(renderer)
+    # outside the axes, so no line, band or marker can run under its text
+    assert not legend_box.overlaps(ax.get_window_extent(renderer))
+    assert not legend_box.overlaps(ax.title.get_window_extent(renderer))
+    assert not legend_box.overlaps(ax._left_title.get_window_extent(renderer))
+    # inside the figure: nothing is cut off
+    assert fig.bbox.contains(legend_box.x1 - 1, legend_box.y0 + 1)
+
+
+def test_any_key_column_goes_on_x():
+    base = sweep_over("rate")
+    sweep = validate_sweep(pd.concat([
+        base.assign(max_batch_adapters=k, host_cache_bytes=size,
+                    attainment_slora=base["attainment_slora"] * k / 8)
+        for k in (8, 1, 4) for size in ("8G", "32G")]))
+    spec = SWEEP_PLOTS["attainment-vs-rate"].on(x="max_batch_adapters")
+    fig = plot_sweep(sweep[(sweep["rate"] == 4) & (sweep["host_cache_bytes"] == "8G")], spec)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "Distinct adapters per batch, at most (K)"
+    assert ax.get_xscale() == "log"
+    fcfs = next(line for line in ax.get_lines() if line.get_label() == "fcfs")
+    np.testing.assert_allclose(fcfs.get_xdata(), [1, 4, 8])
+    np.testing.assert_allclose(fcfs.get_ydata(), np.array([1, 4, 8]) / 8 * 0.59 * 100)
+    assert "K=" not in ax.get_title(loc="left") and "host cache=8G" in ax.get_title(loc="left")
+    assert_no_overlapping_text(fig)
+    # a key that is not a number: one position per value, in the order the table lists them
+    fig = plot_sweep(sweep[sweep["rate"] == 4], SWEEP_PLOTS["attainment-vs-rate"].on(
+        x="host_cache_bytes"))
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8G", "32G"]
+    assert ax.get_xlabel() == "Host memory for adapters"
+    assert "policy=fcfs, K=1" in {line.get_label() for line in ax.get_lines()}
+    with pytest.raises(SweepTableError, match="no key column 'colour' to put on x.*keys are "
+                                              "policy, rate, cv"):
+        plot_sweep(sweep, SWEEP_PLOTS["attainment-vs-rate"].on(x="colour"))
+
+
+def test_every_metric_has_a_human_label_with_units():
+    assert tuple(METRIC_LABELS) == SUMMARY_COLUMNS
+    for column, shown in METRIC_LABELS.items():
+        assert shown.label != column and "_" not in shown.label, column
+        if column.endswith("_s"):
+            assert shown.label.endswith("(s)"), column
+        assert shown.percent == shown.label.endswith("(%)"), column
+    ttft = SWEEP_PLOTS["attainment-vs-rate"].on(metric="ttft_mean_s")
+    assert (ttft.ylabel, ttft.percent, ttft.target) == ("Mean time to first token (s)", False,
+                                                        None)
+    fig = plot_sweep(sweep_over("rate").assign(ttft_mean_s=1.5), ttft)
+    assert fig.axes[0].get_ylabel() == "Mean time to first token (s)"
+    distserve = SWEEP_PLOTS["attainment-vs-rate"].on(metric="attainment_distserve")
+    assert distserve.percent and distserve.target == 0.9

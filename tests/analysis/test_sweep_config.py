@@ -155,6 +155,10 @@ BAD = [
     ('[[plots]]\nfigure = "pie"\n', "[[plots]] #1: PlotSpec.figure: unknown 'pie'"),
     ('[[plots]]\nfigure = "attainment-vs-cv"\nmetric = "joy"\n', "PlotSpec.metric: unknown"),
     ('[[plots]]\nwhere = ["cv=1"]\n', "[[plots]] #1: missing key figure"),
+    ('[grid]\nmax-batch-adapters = [1, 4]\n[[plots]]\nfigure = "attainment-vs-rate"\n'
+     'x = "max-batch"\n', "[[plots]] #1: x = 'max-batch' is not a key column of this sweep's "
+     "table; choose one of policy, rate, cv, num_adapters, alpha, seed, slo_scale, "
+     "max_batch_adapters"),
     ('[workload]\ncatalog = {rnaks = "cycle"}\n', "[workload] catalog = {'rnaks': 'cycle'}"),
     ('[workload]\ncatalog = {ranks = [8]}\n', "catalog.ranks = [8]: expected a name"),
     ("[workload]\nduration_s = 10\nnum_requests = 5\n", "give duration_s or num_requests"),
