@@ -1,10 +1,11 @@
 """Engine throughput with 1 to 2,000 adapters: manylora, its S-LoRA ablations and two baselines
 on one trace and one machine, in one run.
 
-    # CPU (about 20 minutes on 2 cores): small random model, 4 layers, hidden 512, fp32
+    # CPU (10-16 minutes on 2 shared cores): small random model, 4 layers, hidden 512, fp32
     python benchmarks/engine_scaling.py -o out/engine-scaling-cpu
-    # GPU (one prepared run): Llama-7B-shaped random model in bf16
-    python benchmarks/engine_scaling.py --device cuda --model-shape llama-7b -o out/scaling-gpu
+    # GPU: Llama-7B-shaped random model in bf16; the targets first (see docs/benchmarks.md)
+    python benchmarks/engine_scaling.py --device cuda --model-shape llama-7b \\
+        --adapters 1,100,2000 --variants manylora,peft --time-limit 480
 
 Variants (``--variants``): ``manylora`` (unified pool, heterogeneous LoRA ops, swap and
 prefetch), ``partitioned`` (partitioned pool), ``padded`` (LoRA by gather + bmm padded to the
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--peft-load-limit", type=str, default="",
                         help="skip PEFT when loading its adapters is projected to take longer "
                              "(seconds; default: preset)")
+    parser.add_argument("--memory", type=str, default="",
+                        help="device memory every variant may use, in copies of the model "
+                             "weights (default: the preset's; lower it to make adapters and "
+                             "KV cache compete)")
+    parser.add_argument("--time-limit", type=str, default="",
+                        help="seconds for the whole run: cells not started by then are "
+                             "recorded as not run (default: none)")
     parser.add_argument("--work-dir", default="out/engine-scaling-work",
                         help="where the random model, adapters and traces are kept")
     parser.add_argument("-o", "--out", default="", help="output folder")
@@ -173,6 +181,13 @@ def benchmark(args: argparse.Namespace) -> Path:
         else chosen.cell_budget_s
     peft_limit = float(_number("peft-load-limit", args.peft_load_limit, float, 0)) \
         if args.peft_load_limit else chosen.peft_load_limit_s
+    memory = float(_number("memory", args.memory, float, 1.0)) if args.memory else 0.0
+    if memory and memory <= 1 + chosen.reserve_multiple:
+        raise BenchmarkArgumentError(f"--memory: must exceed {1 + chosen.reserve_multiple} "
+                                     f"(the weights and the activation reserve), got "
+                                     f"{args.memory!r}")
+    time_limit = float(_number("time-limit", args.time_limit, float, 0)) if args.time_limit \
+        else float("inf")
     out = Path(args.out or f"out/engine-scaling-{chosen.name}-{device}")
     for sub in ("cells", "logs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -183,13 +198,17 @@ def benchmark(args: argparse.Namespace) -> Path:
     adapters_dir = write_adapters(work / "adapters", chosen, max(counts))
     traces = write_traces(work / f"traces-{requests}", chosen, counts, requests)
     base = CellSpec("", 1, 0, chosen.name, device, threads, str(model_dir), str(adapters_dir),
-                    "", budget, peft_limit, args.profile)
+                    "", budget, peft_limit, args.profile, memory)
     cells = [replace(base, variant=v, num_adapters=n, repeat=r, trace_dir=str(traces[n]))
              for r in range(repeats) for n in counts for v in variants]
     results = []
     for i, spec in enumerate(cells, 1):
         t0 = time.perf_counter()
-        result = run_one(spec, out, args.in_process)
+        if t0 - started > time_limit:
+            result = empty_result(spec)
+            result.update(status="not run", reason=f"past --time-limit {time_limit:.0f} s")
+        else:
+            result = run_one(spec, out, args.in_process)
         results.append(result)
         figure = "" if result["throughput_rps"] is None else \
             f" {result['throughput_rps']:.2f} req/s"
@@ -205,11 +224,13 @@ def benchmark(args: argparse.Namespace) -> Path:
     rows = summary_rows(results)
     write_csv(results, out / "results.csv")
     title = (f"{chosen.name} model ({chosen.dtype}) on {device}, {requests} requests at once, "
-             f"max batch {chosen.max_batch_size}")
+             f"max batch {chosen.max_batch_size}, memory {memory or chosen.memory_multiple:g}x "
+             f"the weights")
     plot(rows, out / "throughput.png", title)
     meta = {"preset": asdict(chosen), "device": device, "adapters": counts,
             "variants": variants, "requests": requests, "repeats": repeats, "threads": threads,
-            "budget_s": budget, "peft_load_limit_s": peft_limit, "machine": _machine(device),
+            "budget_s": budget, "peft_load_limit_s": peft_limit,
+            "memory_multiple": memory or chosen.memory_multiple, "machine": _machine(device),
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "wall_s": round(time.perf_counter() - started, 1)}
     _write(out / "meta.json", json.dumps(meta, indent=2) + "\n")

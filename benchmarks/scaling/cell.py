@@ -1,14 +1,15 @@
 """Run one cell (a variant serving one trace) and summarise it: the variant registry, the
 figures (throughput, latency, peak memory) and the status of the cell.
 
-Throughput is requests (and output tokens) per second of wall time; ``cpu_throughput_rps``
-is requests per second of this process's CPU time, which a busy shared machine disturbs far
-less (on a GPU it only counts the host's work). Status: ``ok`` (every request served), ``partial`` (serving stopped at the time budget:
-throughput is the requests done per second so far, latency is left out because only the
-early finishers count), ``skipped`` (the variant decided up front that it cannot run, and
-says why), ``failed`` (an exception: recorded as one line, the benchmark goes on) and
-``timeout`` (the parent killed the process). Peak RSS is the process's high-water mark, so a
-cell is measured alone only when it runs in a process of its own (the default).
+Throughput is requests (and output tokens) per second of wall time; ``cpu_throughput_rps`` is
+requests per second of this process's CPU time, which a busy shared machine disturbs far less
+(on a GPU it only counts the host's work). Status: ``ok`` (every request served), ``partial``
+(serving stopped at the time budget: throughput is the requests done per second so far, latency
+is left out because only the early finishers count), ``skipped`` (the variant decided up front
+that it cannot run, and says why), ``failed`` (an exception: recorded as one line, the
+benchmark goes on) and ``timeout`` (the parent killed the process). Peak RSS is the process's
+high-water mark, so a cell is measured alone only when it runs in a process of its own (the
+default).
 """
 from __future__ import annotations
 

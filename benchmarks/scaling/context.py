@@ -3,9 +3,10 @@ gives back: ``CellSpec`` (JSON, from the parent process), ``CellContext`` (the l
 and the memory budget) and ``Served`` (what the variant measured).
 
 Time is seconds since the requests were submitted (they all arrive at t = 0), so a request's
-finish time is its latency. The process's CPU time over the same span is kept too: on a
-shared machine, other people's work stretches wall time but not this process's CPU time. Setup (loading the model, registering and reading adapters,
-building merged copies) happens before that and is reported apart.
+finish time is its latency. The process's CPU time over the same span is kept too: on a shared
+machine, other people's work stretches wall time but not this process's CPU time. Setup
+(loading the model, registering and reading adapters, building merged copies) happens before
+that and is reported apart.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class CellSpec:
     budget_s: float          # serving stops after this (partial throughput)
     peft_load_limit_s: float
     profile: bool = False    # cProfile the variant's run; the result carries the top entries
+    memory_multiple: float = 0.0  # device memory in copies of the weights; 0 = the preset's
 
     def __post_init__(self) -> None:
         if self.num_adapters < 1:
@@ -49,6 +51,9 @@ class CellSpec:
             raise ValueError(f"CellSpec.threads must be >= 0, got {self.threads}")
         if not self.budget_s > 0:
             raise ValueError(f"CellSpec.budget_s must be > 0, got {self.budget_s}")
+        if self.memory_multiple < 0:
+            raise ValueError(f"CellSpec.memory_multiple must be >= 0, got "
+                             f"{self.memory_multiple}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +100,7 @@ class CellContext:
         self._cpu_start = 0.0
 
     def _budget(self) -> int:
-        budget = self.preset.memory_multiple * self.weights_bytes
+        budget = (self.spec.memory_multiple or self.preset.memory_multiple) * self.weights_bytes
         if self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory
             budget = min(budget, GPU_MEMORY_SHARE * total)

@@ -15,20 +15,32 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from scaling.cell import REFERENCE, VARIANTS  # noqa: E402
 
 METRICS = ("throughput_rps", "cpu_throughput_rps", "tokens_per_s", "latency_mean_s",
            "setup_s", "peak_rss_mib", "peak_device_mib")
 CSV_COLUMNS = ("variant", "num_adapters", "repeat", "status", "requests", "done",
-               "output_tokens", "elapsed_s", "cpu_s", *METRICS, "agreement", "reason", "notes")
+               "output_tokens", "elapsed_s", "cpu_s", *METRICS, "agreement", "prefix_agreement",
+               "reason", "notes")
 THROUGHPUTS = (("throughput_rps", "wall"), ("cpu_throughput_rps", "CPU time"))
 MEASURED = ("ok", "partial")
 
 
+def _prefix_share(tokens: list[int], reference: list[int]) -> float:
+    """Share of ``reference`` matched before the first differing token."""
+    same = next((i for i, (a, b) in enumerate(zip(tokens, reference)) if a != b),
+                min(len(tokens), len(reference)))
+    return same / max(len(reference), 1)
+
+
 def add_agreement(results: list[dict[str, Any]]) -> None:
-    """``agreement``: share of requests (served by both) whose greedy tokens equal those of
-    manylora for the same number of adapters; None without a manylora cell to compare."""
+    """Compare greedy tokens with manylora's for the same number of adapters, over requests
+    both served: ``agreement`` is the share of requests with identical tokens,
+    ``prefix_agreement`` the mean share of each request's tokens before the first difference
+    (in bf16 a near-tie can flip one token and everything after it). None without a manylora
+    cell to compare with."""
     reference: dict[int, dict[str, list[int]]] = {}
     for r in results:
         if r["variant"] == REFERENCE and r["tokens"] and r["num_adapters"] not in reference:
@@ -38,6 +50,8 @@ def add_agreement(results: list[dict[str, Any]]) -> None:
         common = [k for k in r["tokens"] if ref and k in ref]
         r["agreement"] = (sum(r["tokens"][k] == ref[k] for k in common) / len(common)
                           if common else None)
+        r["prefix_agreement"] = (sum(_prefix_share(r["tokens"][k], ref[k]) for k in common)
+                                 / len(common) if common else None)
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -58,7 +72,8 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         status = "ok" if any(c["status"] == "ok" for c in cells) else use[0]["status"]
         row = {"variant": variant, "num_adapters": n, "status": status, "repeats": len(use),
                "reason": next((c["reason"] for c in use if c["reason"]), ""),
-               "agreement": _median(c.get("agreement") for c in use)}
+               "agreement": _median(c.get("agreement") for c in use),
+               "prefix_agreement": _median(c.get("prefix_agreement") for c in use)}
         row.update({m: _median(c[m] for c in use) for m in METRICS})
         rows.append(row)
     return rows
@@ -89,21 +104,22 @@ def _fmt(value: float | None, digits: int) -> str:
     return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
 
 
-def markdown_table(rows: Sequence[dict[str, Any]], cpu_column: bool) -> str:
-    """The summary as a markdown table; ``cpu_column`` adds requests per CPU-second."""
-    cpu = ("req/CPU-s | ", "---:|") if cpu_column else ("", "")
-    lines = [f"| adapters | variant | req/s | {cpu[0]}tokens/s | mean latency (s) | "
-             f"peak RSS (MiB) | peak device (MiB) | setup (s) | same tokens as manylora | "
-             f"status |",
-             f"|---:|---|---:|{cpu[1]}---:|---:|---:|---:|---:|---:|---|"]
+def markdown_table(rows: Sequence[dict[str, Any]], on_cpu: bool) -> str:
+    """The summary as a markdown table: on a CPU with requests per CPU-second, elsewhere with
+    the peak device memory instead."""
+    extra, extra_name = ("cpu_throughput_rps", "req/CPU-s") if on_cpu else \
+        ("peak_device_mib", "peak device (MiB)")
+    lines = [f"| adapters | variant | req/s | {extra_name} | tokens/s | mean latency (s) | "
+             f"peak RSS (MiB) | setup (s) | same tokens as manylora (prefix) | status |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        agree = "" if r["agreement"] is None else f"{100 * r['agreement']:.0f}%"
+        agree = "" if r["agreement"] is None else \
+            f"{100 * r['agreement']:.0f}% ({100 * r['prefix_agreement']:.0f}%)"
         status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-        per_cpu = f"{_fmt(r['cpu_throughput_rps'], 3)} | " if cpu_column else ""
         lines.append(f"| {r['num_adapters']} | {r['variant']} | {_fmt(r['throughput_rps'], 3)} "
-                     f"| {per_cpu}{_fmt(r['tokens_per_s'], 3)} | "
-                     f"{_fmt(r['latency_mean_s'], 3)} | {_fmt(r['peak_rss_mib'], 4)} | "
-                     f"{_fmt(r['peak_device_mib'], 4)} | {_fmt(r['setup_s'], 2)} | {agree} | "
+                     f"| {_fmt(r[extra], 4 if extra == 'peak_device_mib' else 3)} | "
+                     f"{_fmt(r['tokens_per_s'], 3)} | {_fmt(r['latency_mean_s'], 3)} | "
+                     f"{_fmt(r['peak_rss_mib'], 4)} | {_fmt(r['setup_s'], 2)} | {agree} | "
                      f"{status} |")
     return "\n".join(lines)
 
@@ -137,14 +153,18 @@ def targets(rows: Sequence[dict[str, Any]], most: int, compared_at: int = 100) -
 
 def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Throughput and mean latency against the number of adapters, one line per variant;
-    hollow markers are partial runs (stopped at the time budget)."""
+    hollow markers are partial runs (stopped at the time budget); the legend names the
+    adapter counts where a variant did not run."""
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(11, 4.2))
     for variant in VARIANTS:
         mine = [r for r in rows if r["variant"] == variant and r["status"] in MEASURED]
         if not mine:
             continue
+        missing = [str(r["num_adapters"]) for r in rows
+                   if r["variant"] == variant and r["status"] not in MEASURED]
+        label = variant + (f" (not run: {', '.join(missing)})" if missing else "")
         xs = [r["num_adapters"] for r in mine]
-        line, = ax_t.plot(xs, [r["throughput_rps"] for r in mine], marker="o", label=variant)
+        line, = ax_t.plot(xs, [r["throughput_rps"] for r in mine], marker="o", label=label)
         for r in mine:
             if r["status"] == "partial":
                 ax_t.plot([r["num_adapters"]], [r["throughput_rps"]], marker="o",
@@ -158,6 +178,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     ax_t.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax_t.yaxis.set_major_formatter(plain)
+    ax_t.yaxis.set_minor_formatter(plain)
     ax_t.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -22,6 +22,7 @@ from scaling.cell import run_cell  # noqa: E402
 from scaling.context import CellSpec  # noqa: E402
 from scaling.peft_baseline import projected_load_s  # noqa: E402
 from scaling.presets import preset  # noqa: E402
+from scaling.report import add_agreement  # noqa: E402
 from scaling.workload import (make_trace, write_adapters, write_checkpoint,  # noqa: E402
                               write_traces)
 
@@ -57,7 +58,7 @@ def test_every_variant_serves_every_request_with_manylora_tokens(full_run: Path)
     for key, cell in cells.items():
         assert cell["status"] == "ok", (key, cell["reason"])
         assert cell["done"] == cell["requests"] == TINY.num_requests
-        assert cell["agreement"] == 1.0, key
+        assert cell["agreement"] == cell["prefix_agreement"] == 1.0, key
         assert cell["throughput_rps"] > 0 and cell["latency_mean_s"] > 0
         assert cell["cpu_throughput_rps"] >= cell["throughput_rps"] * 0.5
         trace_lens = make_trace(TINY, key[1], TINY.num_requests).column("output_len")
@@ -137,3 +138,14 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith("engine_scaling: error:") and message in err[0]
+
+
+def test_agreement_counts_requests_whose_tokens_differ_from_manylora():
+    def cell(variant: str, tokens: dict) -> dict:
+        return {"variant": variant, "num_adapters": 5, "tokens": tokens}
+    results = [cell("manylora", {"0": [1, 2, 3, 4], "1": [5, 6]}),
+               cell("peft", {"0": [1, 2, 9, 4], "1": [5, 6]}),
+               cell("merged", {"0": [1, 2, 3, 4]})]
+    add_agreement(results)
+    assert results[1]["agreement"] == 0.5 and results[1]["prefix_agreement"] == 0.75
+    assert results[2]["agreement"] == results[2]["prefix_agreement"] == 1.0
