@@ -42,7 +42,8 @@ import torch  # noqa: E402  (after the path: scaling/ is imported from beside th
 from scaling.cell import (VARIANTS, UnknownVariantError, check_variants,  # noqa: E402
                           empty_result, run_cell)
 from scaling.context import CellSpec  # noqa: E402
-from scaling.presets import ADAPTER_COUNTS, UnknownPresetError, preset  # noqa: E402
+from scaling.presets import (ADAPTER_COUNTS, ScalingPreset, UnknownPresetError,  # noqa: E402
+                             preset)
 from scaling.report import (add_agreement, markdown_table, plot, summary_rows,  # noqa: E402
                             targets, write_csv)
 from scaling.workload import write_adapters, write_checkpoint, write_traces  # noqa: E402
@@ -168,7 +169,11 @@ def _machine(device: str) -> dict:
     return info
 
 
-def benchmark(args: argparse.Namespace) -> Path:
+def cell_specs(args: argparse.Namespace) -> tuple[ScalingPreset, list[CellSpec], int, float]:
+    """The preset, every cell to run (repeats outermost, then adapter counts, then variants,
+    so the variants of one count run side by side), requests per trace and the time limit,
+    from the arguments; the model, adapters and traces are written to the work folder on the
+    way."""
     chosen = preset(args.model_shape)
     device = _device(args.device)
     counts = _counts(args.adapters)
@@ -188,11 +193,7 @@ def benchmark(args: argparse.Namespace) -> Path:
                                      f"{args.memory!r}")
     time_limit = float(_number("time-limit", args.time_limit, float, 0)) if args.time_limit \
         else float("inf")
-    out = Path(args.out or f"out/engine-scaling-{chosen.name}-{device}")
-    for sub in ("cells", "logs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
     work = Path(args.work_dir) / chosen.name
-    started, load_before = time.perf_counter(), os.getloadavg()
     print(f"preparing {work} (model, {max(counts)} adapters, traces of {requests} requests)")
     model_dir = write_checkpoint(work / "model", chosen)
     adapters_dir = write_adapters(work / "adapters", chosen, max(counts))
@@ -201,6 +202,39 @@ def benchmark(args: argparse.Namespace) -> Path:
                     "", budget, peft_limit, args.profile, memory)
     cells = [replace(base, variant=v, num_adapters=n, repeat=r, trace_dir=str(traces[n]))
              for r in range(repeats) for n in counts for v in variants]
+    return chosen, cells, requests, time_limit
+
+
+def write_outputs(out: Path, results: list[dict], meta: dict, title: str) -> str:
+    """cells/*.json, results.csv, throughput.png, meta.json and table.md; returns the table."""
+    add_agreement(results)
+    for r in results:
+        key = f"{r['variant']}-n{r['num_adapters']}-r{r['repeat']}"
+        if "profile" in r:
+            _write(out / "cells" / f"{key}.profile.txt", r.pop("profile"))
+        _write(out / "cells" / f"{key}.json", json.dumps(r))
+    rows = summary_rows(results)
+    write_csv(results, out / "results.csv")
+    plot(rows, out / "throughput.png", title)
+    _write(out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    load = meta["load_average_before"][0], meta["load_average_after"][0]
+    lines = [f"# Engine scaling: {title}", "",
+             *[f"- {t}" for t in targets(rows, max(meta["adapters"]))],
+             f"- load average before / after: {load[0]:.1f} / {load[1]:.1f}; "
+             f"{meta['wall_s']:.0f} s in all; medians of {meta['repeats']} repeat(s)", "",
+             *[f"- `{v}`: {VARIANTS[v].label}" for v in meta["variants"]], "",
+             markdown_table(rows, torch.device(meta["device"]).type == "cpu"), ""]
+    _write(out / "table.md", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def benchmark(args: argparse.Namespace) -> Path:
+    started, load_before = time.perf_counter(), os.getloadavg()
+    chosen, cells, requests, time_limit = cell_specs(args)
+    first = cells[0]
+    out = Path(args.out or f"out/engine-scaling-{chosen.name}-{first.device}")
+    for sub in ("cells", "logs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     results = []
     for i, spec in enumerate(cells, 1):
         t0 = time.perf_counter()
@@ -215,31 +249,20 @@ def benchmark(args: argparse.Namespace) -> Path:
         print(f"[{i}/{len(cells)}] {spec.variant} n={spec.num_adapters} r={spec.repeat}: "
               f"{result['status']}{figure} ({time.perf_counter() - t0:.0f} s) "
               f"{result['reason']}", flush=True)
-    add_agreement(results)
-    for r in results:
-        key = f"{r['variant']}-n{r['num_adapters']}-r{r['repeat']}"
-        if "profile" in r:
-            _write(out / "cells" / f"{key}.profile.txt", r.pop("profile"))
-        _write(out / "cells" / f"{key}.json", json.dumps(r))
-    rows = summary_rows(results)
-    write_csv(results, out / "results.csv")
-    title = (f"{chosen.name} model ({chosen.dtype}) on {device}, {requests} requests at once, "
-             f"max batch {chosen.max_batch_size}, memory {memory or chosen.memory_multiple:g}x "
-             f"the weights")
-    plot(rows, out / "throughput.png", title)
-    meta = {"preset": asdict(chosen), "device": device, "adapters": counts,
-            "variants": variants, "requests": requests, "repeats": repeats, "threads": threads,
-            "budget_s": budget, "peft_load_limit_s": peft_limit,
-            "memory_multiple": memory or chosen.memory_multiple, "machine": _machine(device),
+    memory = first.memory_multiple or chosen.memory_multiple
+    meta = {"preset": asdict(chosen), "device": first.device,
+            "adapters": sorted({c.num_adapters for c in cells}),
+            "variants": list(dict.fromkeys(c.variant for c in cells)),
+            "requests": requests,
+            "repeats": max(c.repeat for c in cells) + 1, "threads": first.threads,
+            "budget_s": first.budget_s, "peft_load_limit_s": first.peft_load_limit_s,
+            "memory_multiple": memory, "machine": _machine(first.device),
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "wall_s": round(time.perf_counter() - started, 1)}
-    _write(out / "meta.json", json.dumps(meta, indent=2) + "\n")
-    lines = [f"# Engine scaling: {title}", "", *[f"- {t}" for t in targets(rows, max(counts))],
-             f"- load average before / after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f};"
-             f" {meta['wall_s']:.0f} s in all; medians of {repeats} repeat(s)", "",
-             markdown_table(rows, torch.device(device).type == "cpu"), ""]
-    _write(out / "table.md", "\n".join(lines))
-    print("\n".join(lines))
+    title = (f"{chosen.name} model ({chosen.dtype}) on {first.device}, {meta['requests']} "
+             f"requests at once, max batch {chosen.max_batch_size}, memory {memory:g}x the "
+             f"weights")
+    print(write_outputs(out, results, meta, title))
     return out
 
 

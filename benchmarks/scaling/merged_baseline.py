@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
@@ -51,7 +52,7 @@ class Delta:
     b: torch.Tensor  # [d_out, rank]
 
 
-def read_deltas(folder, config: ModelConfig) -> list[Delta]:
+def read_deltas(folder: Path, config: ModelConfig) -> list[Delta]:
     """An adapter folder's A and B per adapted layer, in host memory."""
     adapter = read_adapter(folder, config)
     rows = fused_rows(config)

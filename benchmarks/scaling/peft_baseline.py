@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -48,7 +49,7 @@ def projected_load_s(times: list[float], total: int) -> float:
     return float(sum(times) + np.sum(np.maximum(intercept + slope * rest, 0.0)))
 
 
-def load_adapters(base: torch.nn.Module, folders: Mapping[int, object], limit_s: float
+def load_adapters(base: torch.nn.Module, folders: Mapping[int, Path], limit_s: float
                   ) -> tuple[PeftModel | None, str, list[float]]:
     """(model, "", load times) or (None, why not, load times so far)."""
     model: PeftModel | None = None

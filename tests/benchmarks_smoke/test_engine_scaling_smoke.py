@@ -126,12 +126,25 @@ def test_a_cell_runs_in_a_process_of_its_own(work: Path, tmp_path: Path):
     assert result["peak_rss_mib"] > 0
 
 
+def test_cells_past_the_time_limit_are_recorded_as_not_run(work: Path, tmp_path: Path):
+    code = engine_scaling.main(["--model-shape", "tiny", "--adapters", "1,2", "--in-process",
+                                "--variants", "manylora,merged", "--time-limit", "0",
+                                "--work-dir", str(work), "-o", str(tmp_path)])
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert code == 0 and len(rows) == 4
+    assert {r["status"] for r in rows} == {"not run"}
+    assert "past --time-limit" in (tmp_path / "table.md").read_text()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--adapters", "0"], "--adapters"),
     (["--adapters", "1,x"], "--adapters"),
     (["--variants", "manylora,vllm"], "vllm"),
     (["--model-shape", "llama-70b"], "llama-70b"),
     (["--requests", "0"], "--requests"),
+    (["--memory", "1.1"], "--memory"),
+    (["--device", "cuda:x"], "--device"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys, tmp_path: Path):
     code = engine_scaling.main([*argv, "--work-dir", str(tmp_path), "-o", str(tmp_path)])
