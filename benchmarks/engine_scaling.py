@@ -25,6 +25,7 @@ is not a baseline. The random model, adapters and traces are kept in ``--work-di
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -163,7 +164,9 @@ def _write(path: Path, text: str) -> None:
 
 def _machine(device: str) -> dict:
     info = {"platform": platform.platform(), "cpu_cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__,
+            **{name: importlib.metadata.version(name)
+               for name in ("manylora", "transformers", "peft", "numpy")}}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
