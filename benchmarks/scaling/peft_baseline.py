@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, GenerationConfig
-from transformers.utils import logging as hf_logging
 
 from scaling.context import CellContext, Served
 
@@ -101,7 +100,6 @@ class PeftBaseline:
     label = "HF PEFT: all adapters in one PeftModel, grouped by adapter, static batches"
 
     def run(self, ctx: CellContext) -> Served:
-        hf_logging.set_verbosity_error()
         t0 = time.perf_counter()
         base = AutoModelForCausalLM.from_pretrained(ctx.model_dir, dtype=ctx.dtype)
         base = base.to(ctx.device).eval()

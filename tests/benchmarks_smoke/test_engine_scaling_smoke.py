@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -27,6 +28,14 @@ from scaling.workload import (make_trace, write_adapters, write_checkpoint,  # n
                               write_traces)
 
 TINY = preset("tiny")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def keep_torch_threads():
+    """Cells set torch's thread count process-wide; give the rest of the suite its own back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
