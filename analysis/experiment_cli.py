@@ -30,7 +30,8 @@ def _add_engine_options(parser: argparse.ArgumentParser, threads: int | None,
                         threads_help: str) -> None:
     group = parser.add_argument_group("engine")
     group.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    group.add_argument("--dtype", default="float32", help="model dtype (default float32)")
+    group.add_argument("--dtype", help="model dtype, also of a random checkpoint it writes "
+                       "(default: float32 on CPU, bfloat16 on a GPU)")
     group.add_argument("--threads", type=int, default=threads, metavar="N", help=threads_help)
 
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from dataclasses import replace
 
+import torch
+
 from manylora.analysis.commands import OptionError, print_table
 from manylora.analysis.demo import run_demo
 from manylora.analysis.demo_config import DemoConfig
@@ -19,12 +21,17 @@ from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.profiler import ProfilerConfig
 
+GPU_DTYPE = "bfloat16"   # the serving dtype on GPUs; halves a 7B-sized random checkpoint
+
 
 def _engine(args: argparse.Namespace) -> EngineConfig:
     try:
-        return EngineConfig(device=args.device, dtype=args.dtype, threads=args.threads or 0)
-    except ValueError as exc:
-        raise OptionError(str(exc)) from exc
+        dtype = args.dtype or ("float32" if torch.device(args.device).type == "cpu"
+                               else GPU_DTYPE)
+        return EngineConfig(device=args.device, dtype=dtype, threads=args.threads or 0)
+    except (ValueError, RuntimeError) as exc:
+        raise OptionError(f"--device {args.device!r}: {exc}" if isinstance(exc, RuntimeError)
+                          else str(exc)) from exc
 
 
 def _say(message: str) -> None:

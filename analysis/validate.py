@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,7 @@ from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
 from manylora.engine.replay import ReplayConfig, replay_trace
+from manylora.engine.tiny_spec import TINY_DTYPES
 from manylora.simulator.cost_model import fitted_cost_model
 from manylora.simulator.fitted_cost_model import fit_profile
 from manylora.simulator.profile_file import (Profile, profile_from_dict, read_profile,
@@ -74,9 +75,10 @@ class ValidationResult:
 
 
 def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Path,
-                 seed: int) -> Path:
+                 seed: int, dtype: str = "float32") -> Path:
     """The checkpoint to validate: ``model_dir`` as given, else a random one of
-    ``model_shape`` (default: the tiny model) written to ``work/model``."""
+    ``model_shape`` (default: the tiny model) written to ``work/model`` in ``dtype`` (the
+    engine's, when make-tiny can store it: a Llama-7B shape in bf16 is 13 GB, in fp32 27)."""
     if model_dir is not None:
         return Path(model_dir)
     name = model_shape or "tiny"
@@ -84,7 +86,9 @@ def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Pa
         raise ValueError(f"unknown model shape {name!r}; choose one of {', '.join(MODEL_SPECS)}")
     target = work / "model"
     if not (target / "config.json").is_file():
-        write_model(target, MODEL_SPECS[name], seed)
+        spec = MODEL_SPECS[name]
+        write_model(target, replace(spec, dtype=dtype if dtype in TINY_DTYPES else spec.dtype),
+                    seed)
     return target
 
 
@@ -228,7 +232,7 @@ def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(
     """Run the whole validation (module docstring) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = ensure_model(model_dir, model_shape, out, config.seed)
+    model = ensure_model(model_dir, model_shape, out, config.seed, engine.dtype)
     profile_path = profile_and_fit(model, engine, profiler, out, log)
     setup, profile = deployment(profile_path, engine)
     capacity = find_capacity(config, setup, out, log)

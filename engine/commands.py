@@ -65,7 +65,7 @@ def run_make_tiny(args: argparse.Namespace) -> int:
     spec = _config(lambda: TinyModelSpec(
         arch=args.arch, layers=args.layers, hidden=args.hidden, intermediate=args.intermediate,
         heads=args.heads, kv_heads=args.kv_heads, vocab=args.vocab,
-        tie_word_embeddings=args.tie_embeddings))
+        tie_word_embeddings=args.tie_embeddings, dtype=args.dtype))
     target = Path(args.output)
     with atomic_folder(target, _tiny_owned, what="a make-tiny folder",
                        error=EngineCliError) as staged:

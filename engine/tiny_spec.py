@@ -10,6 +10,8 @@ from typing import Any
 
 _HF_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                "qwen2": "Qwen2ForCausalLM"}
+TINY_DTYPES = ("float32", "float16", "bfloat16")
+"""Dtypes the weights can be stored in (torch dtype names, as config.json's torch_dtype)."""
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,12 @@ class TinyModelSpec:
     max_position_embeddings: int = 4096
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False
+    dtype: str = "float32"          # of the stored weights, one of TINY_DTYPES
 
     def __post_init__(self) -> None:
+        if self.dtype not in TINY_DTYPES:
+            raise ValueError(f"TinyModelSpec.dtype must be one of {', '.join(TINY_DTYPES)}, "
+                             f"got {self.dtype!r}")
         if self.arch not in _HF_CLASSES:
             raise ValueError(f"TinyModelSpec.arch must be one of {', '.join(_HF_CLASSES)}, "
                              f"got {self.arch!r}")
@@ -54,7 +60,7 @@ class TinyModelSpec:
             "vocab_size": self.vocab, "max_position_embeddings": self.max_position_embeddings,
             "rms_norm_eps": 1e-5, "rope_theta": self.rope_theta, "rope_scaling": None,
             "hidden_act": "silu", "tie_word_embeddings": self.tie_word_embeddings,
-            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
+            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": self.dtype,
         }
         if self.arch == "mistral":
             cfg["sliding_window"] = self.max_position_embeddings
