@@ -45,6 +45,14 @@ def print_table(frame: pd.DataFrame) -> None:
     print(text.to_string(index=False), file=sys.stdout)
 
 
+def _show(table: pd.DataFrame, output: str | None) -> None:
+    """The table on stdout and, with ``-o CSV``, in that file (named on stderr, so that
+    stdout stays the table alone)."""
+    print_table(table)
+    if output:
+        print(f"wrote {write_csv(table, output)}", file=sys.stderr)
+
+
 def run_metrics(args: argparse.Namespace) -> int:
     slo, window = _slo_window(args)
     runs = [read_run(path) for path in args.runs]
@@ -58,9 +66,7 @@ def run_metrics(args: argparse.Namespace) -> int:
     else:
         table = pd.DataFrame({str(r.path): summarize(r.requests, slo, window) for r in runs})
         table = table.rename_axis("metric").reset_index()
-    print_table(table)
-    if args.output:
-        print(f"wrote {write_csv(table, args.output)}", file=sys.stderr)
+    _show(table, args.output)
     return 0
 
 
@@ -95,9 +101,7 @@ def run_goodput(args: argparse.Namespace) -> int:
                               interpolation=args.interpolation)
     except ValueError as exc:
         raise OptionError(str(exc)) from exc
-    print_table(table)
-    if args.output:
-        print(f"wrote {write_csv(table, args.output)}", file=sys.stderr)
+    _show(table, args.output)
     return 0
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from manylora.engine.model_shape import ModelShape
+from manylora.engine.model_shape import (DECODER_DIMS, HF_MODULE_NAMES, TARGETS, ModelShape,
+                                         check_dims)
 
 ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+_PARENT = {t: "self_attn" if t in ("q", "k", "v", "o") else "mlp" for t in TARGETS}
 
 
 class CheckpointError(ValueError):
@@ -113,13 +115,8 @@ class ModelConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"ModelConfig.arch must be one of {', '.join(ARCHS)}, "
                              f"got {self.arch!r}")
-        for field in ("num_layers", "hidden_size", "intermediate_size", "num_heads",
-                      "num_kv_heads", "head_dim", "vocab_size", "max_position_embeddings"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"ModelConfig.{field} must be >= 1, got {getattr(self, field)}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"ModelConfig.num_kv_heads ({self.num_kv_heads}) must divide "
-                             f"num_heads ({self.num_heads})")
+        check_dims("ModelConfig", {f: getattr(self, f)
+                                   for f in (*DECODER_DIMS, "max_position_embeddings")})
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig.head_dim must be even for RoPE, got {self.head_dim}")
         if not self.rms_norm_eps > 0:
@@ -137,9 +134,8 @@ class ModelConfig:
         return min(self.max_position_embeddings, self.sliding_window)
 
     def shape(self, dtype_bytes: int) -> ModelShape:
-        return ModelShape(self.name, self.num_layers, self.hidden_size, self.intermediate_size,
-                          self.num_heads, self.num_kv_heads, self.head_dim, self.vocab_size,
-                          dtype_bytes)
+        return ModelShape(self.name, **{f: getattr(self, f) for f in DECODER_DIMS},
+                          dtype_bytes=dtype_bytes)
 
 
 def load_model_config(model_dir: str | Path) -> ModelConfig:
@@ -243,23 +239,26 @@ def parse_model_config(raw: Mapping[str, Any], name: str) -> ModelConfig:
     )
 
 
+def _has_bias(config: ModelConfig, target: str) -> bool:
+    if target in ("q", "k", "v"):
+        return config.qkv_bias
+    return config.o_bias if target == "o" else config.mlp_bias
+
+
 def hf_weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of the HF checkpoint (``LlamaForCausalLM`` key names) and its shape."""
-    h, i = config.hidden_size, config.intermediate_size
-    q_w, kv_w = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    """Every tensor of the HF checkpoint (``LlamaForCausalLM`` key names) and its shape, in
+    checkpoint order; a linear layer's weight is ``[d_out, d_in]`` of ModelShape.target_dims."""
+    h = config.hidden_size
+    dims = config.shape(dtype_bytes=1)
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, h)}
     for layer in range(config.num_layers):
         p = f"model.layers.{layer}"
-        attn = {"q_proj": (q_w, h), "k_proj": (kv_w, h), "v_proj": (kv_w, h),
-                "o_proj": (h, q_w)}
-        for name, shape in attn.items():
-            shapes[f"{p}.self_attn.{name}.weight"] = shape
-            if config.qkv_bias and name != "o_proj" or config.o_bias and name == "o_proj":
-                shapes[f"{p}.self_attn.{name}.bias"] = shape[:1]
-        for name, shape in {"gate_proj": (i, h), "up_proj": (i, h), "down_proj": (h, i)}.items():
-            shapes[f"{p}.mlp.{name}.weight"] = shape
-            if config.mlp_bias:
-                shapes[f"{p}.mlp.{name}.bias"] = shape[:1]
+        for target in TARGETS:
+            d_in, d_out = dims.target_dims(target)
+            module = f"{p}.{_PARENT[target]}.{HF_MODULE_NAMES[target]}"
+            shapes[f"{module}.weight"] = (d_out, d_in)
+            if _has_bias(config, target):
+                shapes[f"{module}.bias"] = (d_out,)
         shapes[f"{p}.input_layernorm.weight"] = (h,)
         shapes[f"{p}.post_attention_layernorm.weight"] = (h,)
     shapes["model.norm.weight"] = (h,)

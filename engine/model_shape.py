@@ -27,7 +27,24 @@ from manylora.traces.catalog import HF_MODULE_NAMES, TARGETS, canonical_target
 
 __all__ = ["HF_MODULE_NAMES", "TARGETS", "canonical_target", "ModelShape", "TargetSlice",
            "AdapterLayout", "PoolLayout", "pages_for_bytes", "bytes_per_token", "MODEL_SHAPES",
-           "LLAMA2_7B", "LLAMA2_13B"]
+           "LLAMA2_7B", "LLAMA2_13B", "DECODER_DIMS", "check_dims"]
+
+
+DECODER_DIMS = ("num_layers", "hidden_size", "intermediate_size", "num_heads", "num_kv_heads",
+                "head_dim", "vocab_size")
+"""The dimensions ModelShape and the engine's ModelConfig both hold (same names)."""
+
+
+def check_dims(owner: str, dims: Mapping[str, int]) -> None:
+    """The checks every description of a decoder shares: each of ``dims`` (which include
+    ``num_heads`` and ``num_kv_heads``) >= 1, and KV heads dividing the query heads. Errors
+    name ``owner.field``."""
+    for field, value in dims.items():
+        if value < 1:
+            raise ValueError(f"{owner}.{field} must be >= 1, got {value}")
+    if dims["num_heads"] % dims["num_kv_heads"]:
+        raise ValueError(f"{owner}.num_kv_heads ({dims['num_kv_heads']}) must divide "
+                         f"num_heads ({dims['num_heads']})")
 
 
 @dataclass(frozen=True)
@@ -45,13 +62,7 @@ class ModelShape:
     dtype_bytes: int = 2
 
     def __post_init__(self) -> None:
-        for field in ("num_layers", "hidden_size", "intermediate_size", "num_heads",
-                      "num_kv_heads", "head_dim", "vocab_size", "dtype_bytes"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"ModelShape.{field} must be >= 1, got {getattr(self, field)}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"ModelShape.num_kv_heads ({self.num_kv_heads}) must divide "
-                             f"num_heads ({self.num_heads})")
+        check_dims("ModelShape", {f: getattr(self, f) for f in (*DECODER_DIMS, "dtype_bytes")})
 
     @property
     def q_width(self) -> int:
