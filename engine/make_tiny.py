@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from manylora.engine.model_config import ModelConfig, hf_weight_shapes, parse_model_config
 from manylora.engine.model_shape import HF_MODULE_NAMES, TARGETS
@@ -56,6 +56,12 @@ def random_weights(config: ModelConfig, rng: np.random.Generator) -> dict[str, n
 
 def _stored(array: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(array).to(TORCH_DTYPES[dtype])
+
+
+def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    # serialised here and written with open(), so the file gets the umask's permissions
+    # (safetensors' save_file makes it private, 0o600: a checkpoint is meant to be shared)
+    path.write_bytes(save(dict(tensors), metadata={"format": "pt"}))
 
 
 def shard_plan(shapes: Mapping[str, tuple[int, ...]], itemsize: int, shards: int = 1,
@@ -100,7 +106,7 @@ def write_model(out_dir: str | Path, spec: TinyModelSpec, seed: int, shards: int
     for name, keys in zip(names, groups):
         tensors = {key: _stored(_random_tensor(key, shapes[key], rng), spec.dtype)
                    for key in keys}
-        save_file(tensors, str(out / name), metadata={"format": "pt"})
+        _write_safetensors(out / name, tensors)
         del tensors   # free this shard before the next is drawn
     if len(groups) > 1:
         index = {"metadata": {"total_size": sum(math.prod(shape) * itemsize
@@ -145,7 +151,7 @@ def write_adapter(folder: str | Path, config: ModelConfig, adapter_cfg: Mapping[
         tensors[f"base_model.model.{key}.lora_A.weight"] = _stored(a, dtype)
         tensors[f"base_model.model.{key}.lora_B.weight"] = _stored(b, dtype)
     cfg_path.write_text(json.dumps(dict(adapter_cfg), indent=2) + "\n")
-    save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    _write_safetensors(folder / WEIGHTS_FILE, tensors)
 
 
 def adapter_plan(index: int, ranks: Sequence[int]) -> tuple[int, tuple[str, ...]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -81,6 +83,10 @@ def test_a_large_model_is_sharded_and_loads_like_one_file(tmp_path):
             sizes = [f.get_slice(k).get_shape() for k in f.keys()]
         nbytes = sum(2 * torch.Size(s).numel() for s in sizes)
         assert nbytes <= 40_000 or len(sizes) == 1
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (tmp_path / "many").iterdir():   # shareable, not safetensors' private 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
     _, single = load_checkpoint(tmp_path / "one", torch.bfloat16, CPU)
     _, sharded = load_checkpoint(tmp_path / "many", torch.bfloat16, CPU)
     assert all(torch.equal(single[k], sharded[k]) for k in single)
