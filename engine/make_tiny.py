@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import save
+from safetensors.torch import save_file
 
 from manylora.engine.model_config import ModelConfig, hf_weight_shapes, parse_model_config
 from manylora.engine.model_shape import HF_MODULE_NAMES, TARGETS
@@ -58,10 +59,12 @@ def _stored(array: np.ndarray, dtype: str) -> torch.Tensor:
     return torch.from_numpy(array).to(TORCH_DTYPES[dtype])
 
 
-def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    # serialised here and written with open(), so the file gets the umask's permissions
-    # (safetensors' save_file makes it private, 0o600: a checkpoint is meant to be shared)
-    path.write_bytes(save(dict(tensors), metadata={"format": "pt"}))
+def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], like: Path) -> None:
+    """``tensors`` as a safetensors file with the permissions of ``like``, a file of the same
+    folder written with open() (the umask's): safetensors' save_file makes its files private
+    (0o600), and a checkpoint is meant to be shared."""
+    save_file(dict(tensors), str(path), metadata={"format": "pt"})
+    shutil.copymode(like, path)
 
 
 def shard_plan(shapes: Mapping[str, tuple[int, ...]], itemsize: int, shards: int = 1,
@@ -106,7 +109,7 @@ def write_model(out_dir: str | Path, spec: TinyModelSpec, seed: int, shards: int
     for name, keys in zip(names, groups):
         tensors = {key: _stored(_random_tensor(key, shapes[key], rng), spec.dtype)
                    for key in keys}
-        _write_safetensors(out / name, tensors)
+        _write_safetensors(out / name, tensors, like=out / "config.json")
         del tensors   # free this shard before the next is drawn
     if len(groups) > 1:
         index = {"metadata": {"total_size": sum(math.prod(shape) * itemsize
@@ -151,7 +154,7 @@ def write_adapter(folder: str | Path, config: ModelConfig, adapter_cfg: Mapping[
         tensors[f"base_model.model.{key}.lora_A.weight"] = _stored(a, dtype)
         tensors[f"base_model.model.{key}.lora_B.weight"] = _stored(b, dtype)
     cfg_path.write_text(json.dumps(dict(adapter_cfg), indent=2) + "\n")
-    _write_safetensors(folder / WEIGHTS_FILE, tensors)
+    _write_safetensors(folder / WEIGHTS_FILE, tensors, like=cfg_path)
 
 
 def adapter_plan(index: int, ranks: Sequence[int]) -> tuple[int, tuple[str, ...]]:

@@ -45,6 +45,9 @@ def test_half_checkpoints_load_through_the_engine_transformers_and_peft(tmp_path
     half, torch_dtype = tmp_path / "half", getattr(torch, dtype)
     assert _dtypes(half / "model.safetensors") == {code}
     assert _dtypes(half / "adapters" / "1" / "adapter_model.safetensors") == {code}
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (half / "model.safetensors",
+             half / "config.json", half / "adapters" / "1" / "adapter_model.safetensors")}
+    assert len(modes) == 1        # the weights as shareable as config.json (not 0o600)
     assert json.loads((half / "config.json").read_text())["torch_dtype"] == dtype
     full_size = (tmp_path / "fp32" / "model.safetensors").stat().st_size
     assert (half / "model.safetensors").stat().st_size < 0.55 * full_size
