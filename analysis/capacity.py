@@ -1,11 +1,16 @@
-"""Capacity of a deployment: the highest request rate it keeps up with, found by simulation.
+"""Capacity of a deployment: its saturation throughput, found by simulation.
 
-A workload's trace is simulated at an offered rate. The system keeps up when, over the late
-part of the arrival period (after the first ``settle_frac`` of it, once batches have filled),
-requests finish about as fast as they arrive: completions >= ``keep_up_ratio`` x arrivals in
-that window. The rate is doubled from ``start_rps`` until the system falls behind, then the
-bracket [kept up, fell behind] is bisected ``refinements`` times; capacity is the highest rate
-that was kept up with (within 2**-refinements of the bracket).
+A workload's trace is simulated at an offered rate. Over the late part of the arrival period
+(after the first ``settle_frac`` of it, once batches have filled) the probe measures arrivals
+and completions per second. The system keeps up when completions >= ``keep_up_ratio`` x
+arrivals; otherwise it is overloaded, its queue grows through the whole window and the
+completion rate there is what the system serves flat out. The rate is doubled from
+``start_rps`` until a probe is overloaded; capacity is that probe's completion rate, the
+saturation throughput, so a load of 0.85 means 85% of the most the system can serve.
+
+(The highest rate that still "keeps up" is not used: completions within 10% of arrivals
+also hold 10% above the saturation throughput, so levels defined on it sit that much closer
+to saturation than they say.)
 
 Simulating with a cost model fitted to the engine's own profile makes this a measurement of
 the engine (its step times) that costs seconds instead of minutes of replay.
@@ -21,15 +26,14 @@ import pandas as pd
 
 
 class CapacityError(ValueError):
-    """The probed rates never bracket the capacity (the workload is too light or too heavy
-    for the start rate and the allowed doublings)."""
+    """The probed rates never overload the system (the workload is too light for the start
+    rate and the allowed doublings), or a probe's window holds no arrivals."""
 
 
 @dataclass(frozen=True)
 class CapacityConfig:
     start_rps: float = 0.25
     max_doublings: int = 14
-    refinements: int = 4
     settle_frac: float = 0.3       # skip this share of the arrival period (batches filling)
     keep_up_ratio: float = 0.9     # completions / arrivals in the window to count as keeping up
     busy_s: float = 120.0          # seconds of arrivals per probe
@@ -38,10 +42,9 @@ class CapacityConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.start_rps) and self.start_rps > 0):
             raise ValueError(f"CapacityConfig.start_rps must be > 0, got {self.start_rps!r}")
-        for name in ("max_doublings", "refinements"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"CapacityConfig.{name} must be >= 1, got "
-                                 f"{getattr(self, name)!r}")
+        if self.max_doublings < 1:
+            raise ValueError(f"CapacityConfig.max_doublings must be >= 1, got "
+                             f"{self.max_doublings!r}")
         if not 0 <= self.settle_frac < 1:
             raise ValueError(f"CapacityConfig.settle_frac must be in [0, 1), got "
                              f"{self.settle_frac!r}")
@@ -77,30 +80,23 @@ def window_rates(requests: pd.DataFrame, settle_frac: float) -> tuple[float, flo
 
 def measure_capacity(run: Callable[[float, int], pd.DataFrame],
                      config: CapacityConfig = CapacityConfig()) -> CapacityEstimate:
-    """Capacity from ``run(rate_rps, num_requests)``, which simulates the workload at that
-    offered rate and returns the run's requests table."""
+    """Saturation throughput from ``run(rate_rps, num_requests)``, which simulates the
+    workload at that offered rate and returns the run's requests table."""
     probes: list[tuple[float, int, float, float, bool]] = []
-
-    def keeps_up(rate: float) -> bool:
+    rate = config.start_rps
+    for _ in range(config.max_doublings):
         n = max(config.min_requests, int(math.ceil(rate * config.busy_s)))
         arrived, done = window_rates(run(rate, n), config.settle_frac)
-        ok = bool(done >= config.keep_up_ratio * arrived)
-        probes.append((rate, n, arrived, done, ok))
-        return ok
-
-    low, high = 0.0, config.start_rps
-    for _ in range(config.max_doublings):
-        if not keeps_up(high):
+        if math.isnan(arrived):
+            raise CapacityError(f"the probe at {rate:g} req/s has no arrival period; raise "
+                                f"CapacityConfig.min_requests")
+        kept_up = bool(done >= config.keep_up_ratio * arrived)
+        probes.append((rate, n, arrived, done, kept_up))
+        if not kept_up:
             break
-        low, high = high, high * 2
+        rate *= 2
     else:
-        raise CapacityError(f"still keeping up at {low:g} req/s after "
+        raise CapacityError(f"still keeping up at {probes[-1][0]:g} req/s after "
                             f"{config.max_doublings} doublings; the workload may be too light")
-    if low == 0.0:
-        raise CapacityError(f"overloaded already at {high:g} req/s; lower "
-                            f"CapacityConfig.start_rps")
-    for _ in range(config.refinements):
-        middle = (low + high) / 2
-        low, high = (middle, high) if keeps_up(middle) else (low, middle)
-    return CapacityEstimate(low, pd.DataFrame(probes, columns=[
+    return CapacityEstimate(probes[-1][3], pd.DataFrame(probes, columns=[
         "offered_rps", "requests", "arrival_rps", "completion_rps", "kept_up"]))

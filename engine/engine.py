@@ -154,23 +154,31 @@ class Engine:
             self.store.preload(list(self.store.adapters))
 
     # ----------------------------------------------------------------- one step
-    def step(self) -> StepRecord:
-        """One scheduler iteration; ``record.plan.runs`` says whether a forward pass ran."""
-        start = self.clock()
+    def step(self, now: float | None = None) -> StepRecord:
+        """One scheduler iteration; ``record.plan.runs`` says whether a forward pass ran.
+
+        ``now`` is when the iteration began on ``clock`` (default: read it here); a driver
+        that reads the clock, delivers the arrivals due by then and steps passes it, so the
+        plan sees exactly those arrivals, as a simulated step at ``now`` does. The record's
+        duration runs from ``now`` to the end of the iteration: schedule, adapter copies,
+        forward pass, sampling, ``complete`` and bookkeeping, so that steps run back to back
+        tile the engine's time as a simulator's steps do. Tokens are stamped when they exist,
+        after sampling."""
+        start = self.clock() if now is None else now
         plan = self.scheduler.schedule(start)
         failed = self._load(plan, start)
-        end = start
+        produced = start
         if plan.runs:
             stopped = self._execute(plan, failed)
-            end = self.clock()
-            self.scheduler.complete(plan, end, stopped)
+            produced = self.clock()
+            self.scheduler.complete(plan, produced, stopped)
         if failed:
             self._fail_adapters(failed, plan)
         for adapter_id in self.store.finished_prefetches():
-            self.scheduler.adapter_loaded(adapter_id, end)
+            self.scheduler.adapter_loaded(adapter_id, produced)
         if plan.loads:
             self.store.retain(self.scheduler.residency.host.__contains__)
-        return StepRecord(plan, start, end - start)
+        return StepRecord(plan, start, self.clock() - start if plan.runs else 0.0)
 
     def _load(self, plan: StepPlan, now: float) -> dict[int, str]:
         """Copy the plan's loads into the pool; adapters whose weights fail -> reason."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from manylora.engine.engine import Engine
+from manylora.engine.engine import Engine, StepRecord
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import adapter_config_json, write_adapter
 from manylora.engine.model_config import ModelConfig, load_model_config
@@ -116,14 +116,26 @@ def _meta(trace: Trace, engine: Engine, engine_config: EngineConfig,
     }
 
 
+def _log_step(log: StepLog, record: StepRecord, aborted: int, end_s: float) -> None:
+    log.add(0, record.plan, record.start_s, end_s - record.start_s, aborted)
+
+
 def _drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> None:
-    """Submit requests at their arrival times and step the engine until all are done."""
+    """Submit requests at their arrival times and step the engine until all are done.
+
+    Each iteration reads the clock once: requests due by then are submitted and the step
+    starts then. A step's row is written when the next iteration begins, with the duration up
+    to that moment (the loop's own bookkeeping included), so back-to-back steps tile the
+    replay's time the way a simulator's steps do; a step followed by an idle wait ends when
+    the wait begins.
+    """
     arrival = trace.column("arrival_s")
     ids, adapters = trace.column("request_id"), trace.column("adapter_id")
     prompt_len, output_len = trace.column("prompt_len"), trace.column("output_len")
     rng = np.random.default_rng(np.random.SeedSequence(replay.seed).spawn(2)[0])
     vocab = engine.model_config.vocab_size
-    n, i, pending_aborts = len(arrival), 0, 0
+    n, i, aborts = len(arrival), 0, 0
+    pending: tuple[StepRecord, int] | None = None  # the last step run and its drops' count
     engine.stage_host_tier()    # before the clock starts, like the simulator's host tier
     engine.warmup(replay.seed)  # before the clock starts: one-time costs are not a step's
     t0 = time.perf_counter()
@@ -131,6 +143,9 @@ def _drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> 
     bar = tqdm(total=n, unit="req", desc="replay", disable=not replay.progress)
     while i < n or engine.busy:
         now = engine.clock()
+        if pending is not None:
+            _log_step(log, *pending, end_s=now)
+            pending = None
         while i < n and arrival[i] <= now:
             engine.add_request(rng.integers(0, vocab, int(prompt_len[i])), int(adapters[i]),
                                SamplingParams(max_tokens=int(output_len[i]), ignore_eos=True),
@@ -141,14 +156,16 @@ def _drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> 
                 time.sleep(min(_IDLE_POLL_S, (arrival[i] - now) / replay.time_scale))
             bar.update(len(engine.requests) - engine.scheduler.num_outstanding - bar.n)
             continue
-        record = engine.step()
-        pending_aborts += len(record.plan.aborted)
+        record = engine.step(now)
+        aborts += len(record.plan.aborted)
         if record.plan.runs:
-            log.add(0, record.plan, record.start_s, record.duration_s, pending_aborts)
-            pending_aborts = 0
+            pending = (record, aborts)
+            aborts = 0
         elif i >= n:
             engine.check_progress(record)
         bar.update(len(engine.requests) - engine.scheduler.num_outstanding - bar.n)
+    if pending is not None:
+        _log_step(log, *pending, end_s=engine.clock())
     bar.close()
     engine.scheduler.unload_adapters()
     engine.scheduler.pool.check()

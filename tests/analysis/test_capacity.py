@@ -28,20 +28,24 @@ def test_window_rates_of_an_overloaded_server():
     assert done == pytest.approx(1 / SERVICE_S, rel=0.01)
 
 
-def test_capacity_of_a_single_server():
+def test_capacity_of_a_single_server_is_its_service_rate():
     estimate = measure_capacity(single_server, CapacityConfig(start_rps=0.5, busy_s=400))
-    # kept up means completions >= 90% of arrivals: true up to ~4 / 0.9 req/s; bisection
-    # stops within 1/16 of the [4, 8] bracket
-    assert 1 / SERVICE_S * 0.95 <= estimate.capacity_rps <= 1 / SERVICE_S / 0.9 + 0.25
+    # the first overloaded probe (8 req/s) serves flat out: 1 / SERVICE_S, not the 10% more
+    # that "completions within 90% of arrivals" would still accept
+    assert estimate.capacity_rps == pytest.approx(1 / SERVICE_S, rel=0.01)
     probes = estimate.probes
-    assert probes["offered_rps"].tolist()[:4] == [0.5, 1.0, 2.0, 4.0]
-    assert not probes["kept_up"].iloc[4]            # 8 req/s: overloaded
-    assert len(probes) == 5 + CapacityConfig().refinements
+    assert probes["offered_rps"].tolist() == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert probes["kept_up"].tolist() == [True] * 4 + [False]
+    assert estimate.capacity_rps == probes["completion_rps"].iloc[-1]
+
+
+def test_an_overloaded_first_probe_already_measures_capacity():
+    estimate = measure_capacity(single_server, CapacityConfig(start_rps=100, busy_s=50))
+    assert len(estimate.probes) == 1
+    assert estimate.capacity_rps == pytest.approx(1 / SERVICE_S, rel=0.01)
 
 
 def test_capacity_search_limits():
-    with pytest.raises(CapacityError, match="overloaded already"):
-        measure_capacity(single_server, CapacityConfig(start_rps=100, busy_s=50))
     with pytest.raises(CapacityError, match="still keeping up"):
         measure_capacity(single_server, CapacityConfig(start_rps=0.01, max_doublings=3))
     with pytest.raises(ValueError, match="CapacityConfig.keep_up_ratio"):

@@ -69,7 +69,7 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
     config = ValidateConfig(levels=(0.5, 1.2), min_requests=20, minutes=0.001, num_adapters=10,
                             min_adapters=5, prompt_range=(8, 16), output_range=(2, 8),
                             engine_repeats=2,
-                            capacity=CapacityConfig(busy_s=10, min_requests=40, refinements=2))
+                            capacity=CapacityConfig(busy_s=10, min_requests=40))
     profiler = ProfilerConfig(grid=TOY_GRID, warmup=1, repeats=1, load_repeats=1,
                               max_load_adapters=2)
     result = run_validation(tmp_path, config, profiler=profiler, engine=EngineConfig(threads=1))

@@ -59,6 +59,18 @@ def test_every_request_is_accounted_for_and_the_pool_ends_empty(setup, tmp_path)
     assert steps["prefill_requests"].sum() == 200
     assert steps["distinct_adapters"].max() > 1 and (steps["duration_s"] > 0).all()
     assert steps["adapter_loads"].sum() >= len(used - {-1})
+    # steps run back to back tile the replay's time, as a simulator's do: each starts where
+    # the one before ended (CSV rounding aside), or later after an idle wait, never earlier
+    end = (steps["start_s"] + steps["duration_s"]).to_numpy()[:-1]
+    gap = steps["start_s"].to_numpy()[1:] - end
+    assert gap.min() > -2e-9 and (np.abs(gap) <= 2e-9).mean() > 0.5
+    # a request's first token exists within its prefill step, and arrived before it began
+    prefill = steps[steps["prefill_requests"] > 0]
+    index = np.searchsorted(prefill["start_s"].to_numpy(), requests["first_token_s"]) - 1
+    began = prefill["start_s"].to_numpy()[index]
+    assert (requests["arrival_s"].to_numpy() <= began + 1e-6).all()
+    assert (requests["first_token_s"].to_numpy()
+            <= began + prefill["duration_s"].to_numpy()[index] + 1e-6).all()
     assert len(run.requests) == 200
     assert not list(tmp_path.glob(".manylora-adapters-*"))  # materialised copies cleaned up
 
