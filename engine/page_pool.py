@@ -15,6 +15,16 @@ Two pool kinds, by name (``POOL_KINDS``):
 
 Free lists are np.intp stacks, so allocating or freeing n pages is a few numpy slice
 operations, not n Python operations (intp ids index the owner map without a cast).
+
+Adapters get one run of consecutive page ids when the top or the bottom of the free stack
+holds one (O(n) to check), and scattered pages otherwise: the data plane can then read an
+adapter's weights in place, as strided views of the pool, instead of copying its pages out
+first. KV pages come from the top (the pages freed last); an evicted adapter's pages go to the
+bottom, so KV takes them only when nothing else is free, and the next adapter finds the run
+intact. A fresh pool hands out ascending ids from the top, so everything allocated before the
+first free is one run. Which ids are handed out never changes how many are free, so no
+scheduling decision depends on it (a best-fit search of the whole free list would find runs
+more often under memory pressure, but costs O(pool) per load: twice the simulator's time).
 """
 from __future__ import annotations
 
@@ -37,29 +47,74 @@ def adapter_owner(adapter_id: int) -> int:
     return -adapter_id - 2
 
 
-class _Region:
-    """A free stack over a contiguous range of page ids."""
+def _is_run(ids: np.ndarray) -> bool:
+    """Whether ``ids`` [n >= 2] are consecutive, ascending or descending."""
+    step = int(ids[1]) - int(ids[0])
+    return abs(step) == 1 and int(ids[-1]) - int(ids[0]) == step * (len(ids) - 1) and \
+        bool((np.diff(ids) == step).all())
 
-    __slots__ = ("start", "size", "stack", "top")
+
+class _Region:
+    """The free ids of a contiguous range of page ids, as a double-ended stack: ``take`` and
+    ``give`` work at the top, ``give_bottom`` puts ids under everything else."""
+
+    __slots__ = ("start", "size", "buf", "bot", "top")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
         self.size = size
+        self.buf = np.empty(2 * size, dtype=np.intp)  # [2 size]: free ids in [bot, top)
+        self.bot, self.top = size // 2, size // 2 + size
         # Reversed so that a fresh pool hands out ascending ids from ``start``.
-        self.stack = np.arange(start + size - 1, start - 1, -1, dtype=np.intp)  # [size]
-        self.top = size
+        self.buf[self.bot:self.top] = np.arange(start + size - 1, start - 1, -1)
+
+    @property
+    def count(self) -> int:
+        return self.top - self.bot
+
+    def ids(self) -> np.ndarray:
+        return self.buf[self.bot:self.top]
 
     def take(self, n: int) -> np.ndarray:
-        if n > self.top:
-            raise PoolAccountingError(f"asked for {n} pages, {self.top} free")
+        if n > self.count:
+            raise PoolAccountingError(f"asked for {n} pages, {self.count} free")
         top = self.top
         self.top = top - n
-        return self.stack[top - n:top][::-1].copy()  # [n] intp
+        return self.buf[top - n:top][::-1].copy()  # [n] intp
+
+    def take_run(self, n: int) -> np.ndarray:
+        """``n`` ids, one ascending run of consecutive ids when the top or the bottom of the
+        stack holds one (the bottom: in a fresh pool the highest ids, later the pages of the
+        adapters evicted last), else ``take(n)``. O(n)."""
+        if 2 <= n <= self.count:
+            if _is_run(self.buf[self.top - n:self.top]):
+                return np.sort(self.take(n))
+            if _is_run(self.buf[self.bot:self.bot + n]):
+                self.bot += n
+                return np.sort(self.buf[self.bot - n:self.bot])
+        return self.take(n)
 
     def give(self, pages: np.ndarray) -> None:
         n = len(pages)
-        self.stack[self.top:self.top + n] = pages
+        if self.top + n > len(self.buf):
+            self._recentre()
+        self.buf[self.top:self.top + n] = pages
         self.top += n
+
+    def give_bottom(self, pages: np.ndarray) -> None:
+        """Free ``pages`` under every other free id: ``take`` reaches them last."""
+        n = len(pages)
+        if self.bot < n:
+            self._recentre()
+        self.buf[self.bot - n:self.bot] = pages
+        self.bot -= n
+
+    def _recentre(self) -> None:
+        # free ids + ids being freed <= size, so centring leaves room at either end
+        count = self.count
+        bot = (len(self.buf) - count) // 2
+        self.buf[bot:bot + count] = self.buf[self.bot:self.top].copy()
+        self.bot, self.top = bot, bot + count
 
 
 class PagePool(ABC):
@@ -92,10 +147,10 @@ class PagePool(ABC):
         return self._adapter.size
 
     def kv_free(self) -> int:
-        return self._kv.top
+        return self._kv.count
 
     def adapter_free(self) -> int:
-        return self._adapter.top
+        return self._adapter.count
 
     @classmethod
     @abstractmethod
@@ -132,29 +187,31 @@ class PagePool(ABC):
         return pages
 
     def alloc_adapter(self, n: int, adapter_id: int) -> np.ndarray:
-        pages = self._adapter.take(n)  # [n]
+        """``n`` pages in packing order: one ascending run when the free list has one."""
+        pages = self._adapter.take_run(n)  # [n]
         self.owner[pages] = adapter_owner(adapter_id)
         self.adapter_pages += n
         return pages
 
     def free_kv(self, pages: np.ndarray, request_id: int) -> None:
-        self._release(pages, request_id, self._kv)
+        self._release(pages, request_id)
+        self._kv.give(pages)
         self.kv_pages -= len(pages)
 
     def free_adapter(self, pages: np.ndarray, adapter_id: int) -> None:
-        self._release(pages, adapter_owner(adapter_id), self._adapter)
+        self._release(pages, adapter_owner(adapter_id))
+        self._adapter.give_bottom(pages)
         self.adapter_pages -= len(pages)
 
-    def _release(self, pages: np.ndarray, code: int, region: _Region) -> None:
+    def _release(self, pages: np.ndarray, code: int) -> None:
         # An O(1) ownership spot check on the hot path; check() verifies every page.
         if len(pages) and (self.owner[pages[0]] != code or self.owner[pages[-1]] != code):
             raise PoolAccountingError(f"freeing pages not owned by owner code {code}")
         self.owner[pages] = FREE
-        region.give(pages)
 
     def check(self) -> None:
         """Verify the free stacks against the owner map (tests and debugging)."""
-        free_ids = np.concatenate([r.stack[:r.top] for r in self._regions()])
+        free_ids = np.concatenate([r.ids() for r in self._regions()])
         if len(np.unique(free_ids)) != len(free_ids):
             raise PoolAccountingError("a page is on a free list twice")
         if not (self.owner[free_ids] == FREE).all():
@@ -186,10 +243,10 @@ class UnifiedPool(PagePool):
         return kv + adapter <= self.num_pages
 
     def fits(self, kv: int, adapter: int, evictable: int) -> bool:
-        return kv + adapter <= self._kv.top + evictable
+        return kv + adapter <= self._kv.count + evictable
 
     def shortfall(self, kv: int, adapter: int) -> int:
-        return max(0, kv + adapter - self._kv.top)
+        return max(0, kv + adapter - self._kv.count)
 
 
 class PartitionedPool(PagePool):
@@ -215,14 +272,14 @@ class PartitionedPool(PagePool):
         return kv <= self._kv.size and adapter <= self._adapter.size
 
     def fits(self, kv: int, adapter: int, evictable: int) -> bool:
-        return kv <= self._kv.top and adapter <= self._adapter.top + evictable
+        return kv <= self._kv.count and adapter <= self._adapter.count + evictable
 
     def shortfall(self, kv: int, adapter: int) -> int:
-        if kv > self._kv.top:
+        if kv > self._kv.count:
             # Evicting adapters frees no KV pages here; callers check kv_free() first.
-            raise PoolAccountingError(f"{kv} KV pages wanted, {self._kv.top} free in the KV "
+            raise PoolAccountingError(f"{kv} KV pages wanted, {self._kv.count} free in the KV "
                                       f"region")
-        return max(0, adapter - self._adapter.top)
+        return max(0, adapter - self._adapter.count)
 
 
 POOL_KINDS: Mapping[str, type[PagePool]] = MappingProxyType({
