@@ -1,9 +1,9 @@
 """One Llama-family decoder layer over a packed step of tokens and the unified pool.
 
 Plain eager PyTorch (gpt-fast style). The q/k/v and gate/up projections are fused into one
-matmul each; LoRA for every target is added into its slice of the fused output through the
-kernels' LoRA backend, and attention reads and writes K/V in the pool through the attention
-backend. Rows are the step's tokens: prefill tokens first, then one per decode request
+matmul each; LoRA for the targets of each projection is added into the fused output through
+the LoRA backend's plan for the step (which may multiply q, k and v together), and attention
+reads and writes K/V in the pool through the attention backend's plan. Rows are the step's tokens: prefill tokens first, then one per decode request
 (``kernels.batch_meta``).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import nn
 
 from manylora.engine.model_config import ModelConfig
 from manylora.engine.rope import rotate
-from manylora.kernels.backends import AttentionBackend, LoraBackend
+from manylora.kernels.backends import AttentionStep, LoraStep
 from manylora.kernels.batch_meta import BatchMeta
 
 # index of each LoRA target in BatchMeta's per-target tables (canonical order, model_shape)
@@ -37,16 +37,17 @@ class StepInputs:
     meta: BatchMeta
     cos: torch.Tensor                  # [T, head_dim]
     sin: torch.Tensor                  # [T, head_dim]
-    lora_targets: tuple[int, ...]      # targets some slot of this step adapts (others skipped)
-    lora: LoraBackend
-    attention: AttentionBackend
+    lora: LoraStep                     # the LoRA backend's plan for this step
+    attention: AttentionStep           # the attention backend's plan for this step
 
 
 class DecoderLayer(nn.Module):
     """Attention + SwiGLU MLP with pre-RMSNorm and residuals; weights fused at load."""
 
-    def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor],
+                 index: int) -> None:
         super().__init__()
+        self.index = index                     # the layer's pool layer
         self.eps = config.rms_norm_eps
         self.num_heads, self.num_kv_heads = config.num_heads, config.num_kv_heads
         self.head_dim = config.head_dim
@@ -63,40 +64,32 @@ class DecoderLayer(nn.Module):
         self.wgu, self.bgu = w["wgu"], w.get("bgu")    # [2 I, h], [2 I]
         self.wd, self.bd = w["wd"], w.get("bd")        # [h, I], [h]
 
-    def _lora(self, step: StepInputs, pool_layer: torch.Tensor, target: int,
-              y: torch.Tensor, x: torch.Tensor) -> None:
-        if target in step.lora_targets:
-            step.lora.apply(y, x, pool_layer, step.meta, target)
-
     def forward(self, x: torch.Tensor, step: StepInputs, pool_layer: torch.Tensor) -> torch.Tensor:
         # x: [T, h]; pool_layer: [num_pages, page_elems]
-        meta = step.meta
+        meta, lora, layer = step.meta, step.lora, self.index
         num_tokens, split = x.shape[0], meta.num_prefill_tokens
         h = rms_norm(x, self.input_norm, self.eps)
         qkv = F.linear(h, self.wqkv, self.bqkv)  # [T, q_w + 2 kv_w]
+        lora.apply(qkv, h, layer, (Q, K, V))
         q, k, v = qkv.split([self.q_width, self.kv_width, self.kv_width], dim=1)
-        for target, y in ((Q, q), (K, k), (V, v)):
-            self._lora(step, pool_layer, target, y, h)
         q = rotate(q.view(num_tokens, self.num_heads, self.head_dim), step.cos, step.sin)
         k = rotate(k.view(num_tokens, self.num_kv_heads, self.head_dim), step.cos, step.sin)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
-        step.attention.kv_store(k, v, pool_layer, meta)
+        step.attention.kv_store(k, v, pool_layer)
         attn = torch.empty_like(q)  # [T, H, head_dim]
         if split:
-            attn[:split] = step.attention.prefill(q[:split], k[:split], v[:split], meta,
-                                                  self.scale)
+            attn[:split] = step.attention.prefill(q[:split], k[:split], v[:split], self.scale)
         if meta.num_decode_tokens:
-            attn[split:] = step.attention.decode(q[split:], pool_layer, meta, self.scale)
+            attn[split:] = step.attention.decode(q[split:], pool_layer, self.scale)
         attn = attn.view(num_tokens, self.q_width)
         o = F.linear(attn, self.wo, self.bo)  # [T, h]
-        self._lora(step, pool_layer, O, o, attn)
+        lora.apply(o, attn, layer, (O,))
         x = x + o
         h = rms_norm(x, self.post_norm, self.eps)
         gu = F.linear(h, self.wgu, self.bgu)  # [T, 2 I]
+        lora.apply(gu, h, layer, (GATE, UP))
         gate, up = gu.split([self.inter, self.inter], dim=1)
-        self._lora(step, pool_layer, GATE, gate, h)
-        self._lora(step, pool_layer, UP, up, h)
         act = F.silu(gate) * up  # [T, I]
         down = F.linear(act, self.wd, self.bd)  # [T, h]
-        self._lora(step, pool_layer, DOWN, down, act)
+        lora.apply(down, act, layer, (DOWN,))
         return x + down

@@ -17,6 +17,7 @@ from torch import nn
 
 from manylora.engine.layers import DecoderLayer, StepInputs, rms_norm
 from manylora.engine.model_config import ModelConfig
+from manylora.engine.model_shape import TARGETS
 from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.rope import RotaryEmbedding
 from manylora.kernels.backends import AttentionBackend, LoraBackend
@@ -58,8 +59,10 @@ class LlamaModel(nn.Module):
         self.norm = weights["model.norm.weight"]           # [h]
         self.lm_head = self.embed if config.tie_word_embeddings else weights["lm_head.weight"]
         self.layers = nn.ModuleList(
-            DecoderLayer(config, fuse_layer_weights(weights, i, config))
+            DecoderLayer(config, fuse_layer_weights(weights, i, config), i)
             for i in range(config.num_layers))
+        shape = config.shape(dtype_bytes=self.embed.element_size())
+        self.target_dims = tuple(shape.target_dims(t) for t in TARGETS)  # (d_in, d_out) each
         self.rope = RotaryEmbedding(config, self.embed.device, self.embed.dtype)
 
     @property
@@ -70,20 +73,21 @@ class LlamaModel(nn.Module):
     def device(self) -> torch.device:
         return self.embed.device
 
-    def step_inputs(self, meta: BatchMeta) -> StepInputs:
-        """Per-step tensors shared by all layers: RoPE cos/sin and the adapted targets."""
+    def step_inputs(self, meta: BatchMeta, pool: PoolTensors) -> StepInputs:
+        """What all layers share in a step: RoPE cos/sin and the backends' plans."""
         seq_lens = None
         if self.rope.needs_seq_lens():
             prefill_lens = torch.diff(meta.cu_seqlens)  # [P_req]
             seq_lens = torch.cat([torch.repeat_interleave(prefill_lens, prefill_lens),
                                   meta.context_lens])  # [T]
         cos, sin = self.rope.cos_sin(meta.positions, seq_lens)
-        targets = tuple(t for t, r in enumerate(meta.lora_max_ranks) if r > 0)
-        return StepInputs(meta, cos, sin, targets, self.lora_backend, self.attention_backend)
+        return StepInputs(meta, cos, sin,
+                          self.lora_backend.begin_step(meta, pool.data, self.target_dims),
+                          self.attention_backend.begin_step(meta))
 
     def forward(self, tokens: torch.Tensor, meta: BatchMeta, pool: PoolTensors) -> torch.Tensor:
         """tokens: [T] int64 in step order. Returns fp32 logits [R, V], R = requests."""
-        step = self.step_inputs(meta)
+        step = self.step_inputs(meta, pool)
         x = F.embedding(tokens, self.embed)  # [T, h]
         for i, layer in enumerate(self.layers):
             x = layer(x, step, pool.layer(i))

@@ -3,9 +3,10 @@
 ``StepRows`` describes a step in host form (token ids, page tables, adapter slots); the engine
 fills it from a ``StepPlan``, and ``synthetic_rows`` fills it for a batch of a given shape with
 no scheduler at all (what the profiler times over a grid of shapes). ``Runner.run`` orders the
-prefill requests by slot so that requests sharing an adapter form one segment (the kernels'
-contract), builds the metadata with one host-to-device copy, runs the model and returns the
-logits in the caller's row order.
+prefill requests, and the decode requests, by slot so that requests sharing an adapter form
+one segment (the kernels' contract for prefill; for decode it lets the CPU LoRA path multiply
+each adapter's tokens at once), builds the metadata with one host-to-device copy, runs the
+model and returns the logits in the caller's row order.
 """
 from __future__ import annotations
 
@@ -51,16 +52,22 @@ class Runner:
         self.pool = pool
         self.device = model.device
 
-    def build_meta(self, rows: StepRows, order: Sequence[int]) -> BatchMeta:
-        """The step's BatchMeta with prefill requests taken in ``order``."""
+    def build_meta(self, rows: StepRows, prefill_order: Sequence[int],
+                   decode_order: Sequence[int] | None = None) -> BatchMeta:
+        """The step's BatchMeta with prefill and decode requests taken in the given orders
+        (decode: the rows' own order by default)."""
+        if decode_order is None:
+            decode_order = range(len(rows.decode_tokens))
         tpp = self.pool.layout.tokens_per_page
         slot_rows = rows.slot_rows
         return BatchMeta.build(
-            prefill_lens=[len(rows.prefill_tokens[i]) for i in order],
-            prefill_slots=[rows.prefill_slots[i] for i in order],
-            prefill_kv_pages=[rows.prefill_kv_pages[i] for i in order],
-            decode_context_lens=rows.decode_context_lens, decode_slots=rows.decode_slots,
-            decode_kv_pages=rows.decode_kv_pages, adapter_pages=rows.slot_pages,
+            prefill_lens=[len(rows.prefill_tokens[i]) for i in prefill_order],
+            prefill_slots=[rows.prefill_slots[i] for i in prefill_order],
+            prefill_kv_pages=[rows.prefill_kv_pages[i] for i in prefill_order],
+            decode_context_lens=[rows.decode_context_lens[i] for i in decode_order],
+            decode_slots=[rows.decode_slots[i] for i in decode_order],
+            decode_kv_pages=[rows.decode_kv_pages[i] for i in decode_order],
+            adapter_pages=rows.slot_pages,
             lora_ranks=[r[0] for r in slot_rows], lora_a_offsets=[r[1] for r in slot_rows],
             lora_b_offsets=[r[2] for r in slot_rows], lora_scales=[r[3] for r in slot_rows],
             tokens_per_page=tpp, device=self.device, num_targets=len(TARGETS))
@@ -68,17 +75,20 @@ class Runner:
     @torch.inference_mode()
     def run(self, rows: StepRows) -> torch.Tensor:
         """Logits [R, V] fp32: prefill rows in the caller's order, then decode rows."""
-        num_prefill = len(rows.prefill_tokens)
-        order = sorted(range(num_prefill), key=rows.prefill_slots.__getitem__)
-        meta = self.build_meta(rows, order)
-        parts = [rows.prefill_tokens[i] for i in order]
-        parts.append(np.asarray(rows.decode_tokens, dtype=np.int64))
+        num_prefill, num_decode = len(rows.prefill_tokens), len(rows.decode_tokens)
+        # by slot, so that each adapter's prefill tokens and its decode tokens form one
+        # segment each (the LoRA ops work per segment)
+        prefill_order = sorted(range(num_prefill), key=rows.prefill_slots.__getitem__)
+        decode_order = sorted(range(num_decode), key=rows.decode_slots.__getitem__)
+        meta = self.build_meta(rows, prefill_order, decode_order)
+        parts = [rows.prefill_tokens[i] for i in prefill_order]
+        parts.append(np.asarray([rows.decode_tokens[i] for i in decode_order], dtype=np.int64))
         tokens = torch.from_numpy(np.concatenate(parts).astype(np.int64, copy=False))
         logits = self.model(tokens.to(self.device), meta, self.pool)  # [R, V]
-        if order != list(range(num_prefill)):
+        order = prefill_order + [num_prefill + i for i in decode_order]
+        if order != list(range(rows.num_requests)):
             inverse = np.empty(rows.num_requests, dtype=np.int64)
-            inverse[order] = np.arange(num_prefill)
-            inverse[num_prefill:] = np.arange(num_prefill, rows.num_requests)
+            inverse[order] = np.arange(rows.num_requests)
             logits = logits[torch.from_numpy(inverse).to(logits.device)]
         return logits
 

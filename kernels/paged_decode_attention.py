@@ -15,6 +15,7 @@ import triton.language as tl
 
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, INDEX_DTYPE, KernelInputError,
                                             check_index, check_tensor, next_pow2, split_count)
+from manylora.kernels.torch_sdpa import sdpa
 
 
 @triton.jit
@@ -183,21 +184,26 @@ def paged_decode_attention_ref(q: torch.Tensor, pool_layer: torch.Tensor,
                                kv_page_table: torch.Tensor, context_lens: torch.Tensor, *,
                                tokens_per_page: int, scale: float,
                                max_context_len: int) -> torch.Tensor:
-    """Plain torch, fp32: gathers every request's K/V padded to the longest context."""
+    """Plain torch, fp32: gathers every request's K/V padded to the longest context, zeroes
+    what lies past each context (a padded slot may hold anything, another request's stale
+    values included, and SDPA's mask adds -inf, which leaves a NaN score NaN), then one masked
+    SDPA call."""
     num_reqs, num_heads, head_dim = q.shape
-    kv_heads, group = kv_geometry(q, pool_layer, tokens_per_page)
+    kv_heads, _ = kv_geometry(q, pool_layer, tokens_per_page)
     num_pages = -(-max_context_len // tokens_per_page)
     pages = kv_page_table[:, :num_pages].reshape(-1).long()
     # one row copy of every request's pages: [D, num_pages, 2, tokens_per_page, kv_heads, hd]
     kv = pool_layer.index_select(0, pages).view(num_reqs, num_pages, 2, tokens_per_page,
                                                 kv_heads, head_dim)
-    k = kv[:, :, 0].reshape(num_reqs, -1, kv_heads, head_dim)[:, :max_context_len].float()
-    v = kv[:, :, 1].reshape(num_reqs, -1, kv_heads, head_dim)[:, :max_context_len].float()
-    n = torch.arange(max_context_len, device=q.device)
-    live = n[None, :] < context_lens.long()[:, None]  # [D, N]
-    qg = q.float().view(num_reqs, kv_heads, group, head_dim)
-    s = torch.einsum("dkgh,dnkh->dkgn", qg, k) * scale
-    s = s.masked_fill(~live[:, None, None, :], float("-inf"))
-    v = v.masked_fill(~live[:, :, None, None], 0.0)  # unused page slots may hold anything
-    out = torch.einsum("dkgn,dnkh->dkgh", torch.softmax(s, dim=-1), v)
-    return out.reshape(num_reqs, num_heads, head_dim).to(q.dtype)
+    n = torch.arange(num_pages * tokens_per_page, device=q.device)
+    live = n[None, :] < context_lens.long()[:, None]  # [D, num_pages * tokens_per_page]
+    # rows [kv_width] of the dead tokens' K (and, tokens_per_page rows on, V) in the copy
+    dead = (~live).reshape(-1).nonzero().squeeze(1)  # flat (request, token) indices
+    row_k = (dead - dead % tokens_per_page) * 2 + dead % tokens_per_page
+    kv.view(-1, kv_heads * head_dim).index_fill_(
+        0, torch.cat([row_k, row_k + tokens_per_page]), 0.0)
+    k, v = (kv[:, :, i].reshape(num_reqs, -1, kv_heads, head_dim)[:, :max_context_len]
+            .transpose(1, 2).float() for i in (0, 1))  # [D, kv_heads, N, hd]
+    out = sdpa(q.float().unsqueeze(2), k, v, attn_mask=live[:, None, None, :max_context_len],
+               scale=scale)  # [D, H, 1, hd]
+    return out.squeeze(2).to(q.dtype)

@@ -14,6 +14,7 @@ import triton.language as tl
 
 from manylora.kernels.launch_checks import (FLOAT_DTYPES, INDEX_DTYPE, KernelInputError,
                                             check_tensor, next_pow2)
+from manylora.kernels.torch_sdpa import sdpa
 
 
 @triton.jit
@@ -118,12 +119,11 @@ def prefill_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           cu_seqlens: torch.Tensor, *, max_seqlen: int,
                           scale: float) -> torch.Tensor:
     """Plain torch, fp32: scaled_dot_product_attention per request."""
-    group = _check(q, k, v, cu_seqlens)
+    _check(q, k, v, cu_seqlens)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     bounds = cu_seqlens.tolist()
     for start, end in zip(bounds[:-1], bounds[1:]):
         qr, kr, vr = (t[start:end].float().transpose(0, 1) for t in (q, k, v))  # [heads, L, hd]
-        o = torch.nn.functional.scaled_dot_product_attention(qr, kr, vr, is_causal=True,
-                                                             scale=scale, enable_gqa=group > 1)
+        o = sdpa(qr, kr, vr, is_causal=True, scale=scale)
         out[start:end] = o.transpose(0, 1).to(q.dtype)
     return out
