@@ -25,7 +25,8 @@ from manylora.engine.adapter_store import AdapterStore, adapter_folders
 from manylora.engine.catalog import AdapterCatalog
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.hf_loader import load_checkpoint
-from manylora.engine.model import LlamaModel
+from manylora.engine.model import LlamaModel, checked_weights
+from manylora.engine.model_config import ModelConfig
 from manylora.engine.model_shape import TARGETS, PoolLayout
 from manylora.engine.peft_loader import AdapterError
 from manylora.engine.pool_tensors import PoolTensors
@@ -76,7 +77,8 @@ class Engine:
 
     def __init__(self, model_dir: str | Path,
                  adapters: str | Path | Mapping[int, str | Path] | Iterable[str | Path] | None
-                 = None, config: EngineConfig = EngineConfig()) -> None:
+                 = None, config: EngineConfig = EngineConfig(), *,
+                 loaded: tuple[ModelConfig, Mapping[str, torch.Tensor]] | None = None) -> None:
         self.config = config
         if config.threads:
             # small per-token matrices: extra OpenMP threads mostly spin (and on a shared
@@ -84,7 +86,11 @@ class Engine:
             torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
         self.dtype = config.torch_dtype
-        self.model_config, weights = load_checkpoint(model_dir, self.dtype, self.device)
+        if loaded is None:
+            self.model_config, weights = load_checkpoint(model_dir, self.dtype, self.device)
+        else:
+            self.model_config = loaded[0]
+            weights = checked_weights(*loaded, self.dtype, self.device)
         self.model_dir = Path(model_dir)
         self.model = LlamaModel(self.model_config, weights, config.lora(self.device),
                                 config.attention(self.device))
@@ -105,6 +111,18 @@ class Engine:
         self._eos = frozenset(self.model_config.eos_token_ids)
         t0 = time.perf_counter()
         self.clock: Callable[[], float] = lambda: time.perf_counter() - t0
+
+    @classmethod
+    def from_weights(cls, model_config: ModelConfig, weights: Mapping[str, torch.Tensor],
+                     adapters: str | Path | Mapping[int, str | Path] | Iterable[str | Path]
+                     | None = None, config: EngineConfig = EngineConfig(),
+                     model_dir: str | Path = "") -> "Engine":
+        """An engine over a checkpoint already in memory (``weights`` by HF name, as
+        ``load_checkpoint`` returns them), so that many engines need one read from disk.
+        Tensors already in the config's dtype and on its device are used as they are, shared
+        with the caller (the engine never writes them); others are converted. ``model_dir``
+        only names the model."""
+        return cls(model_dir, adapters, config, loaded=(model_config, weights))
 
     # ----------------------------------------------------------------- state
     @property

@@ -16,12 +16,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from manylora.engine.layers import DecoderLayer, StepInputs, rms_norm
-from manylora.engine.model_config import ModelConfig
+from manylora.engine.model_config import CheckpointError, ModelConfig, hf_weight_shapes
 from manylora.engine.model_shape import TARGETS
 from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.rope import RotaryEmbedding
 from manylora.kernels.backends import AttentionBackend, LoraBackend
 from manylora.kernels.batch_meta import BatchMeta
+
+
+def checked_weights(config: ModelConfig, weights: Mapping[str, torch.Tensor],
+                    dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+    """Weights already in memory, by HF name, checked against the shapes ``config`` implies
+    (CheckpointError names the first bad one) and put in ``dtype`` on ``device``: a tensor
+    already there is returned as it is (shared, not copied)."""
+    out = {}
+    for name, shape in hf_weight_shapes(config).items():
+        tensor = weights.get(name)
+        if tensor is None:
+            raise CheckpointError(f"weights in memory: tensor {name!r} is missing")
+        if tuple(tensor.shape) != shape:
+            raise CheckpointError(f"weights in memory: tensor {name!r} has shape "
+                                  f"{list(tensor.shape)}, expected {list(shape)}")
+        out[name] = tensor.to(device=device, dtype=dtype)
+    return out
 
 
 def fuse_layer_weights(weights: Mapping[str, torch.Tensor], layer: int,
