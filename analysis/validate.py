@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -60,6 +61,7 @@ class LevelResult:
     requests: int
     comparison: Comparison
     repeat: Comparison | None = None
+    machine_load: tuple[float, float] = (math.nan, math.nan)  # 1-min load avg, before/after
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ def find_capacity(config: ValidateConfig, setup: Deployment, out: Path,
     return estimate
 
 
+def _load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS has none): a replay measures
+    the engine's speed, so other work on the machine shows in it."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+
+
 def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: EngineConfig,
               level: float, rate: float, n: int, out: Path, log: Log) -> LevelResult:
     """Trace at ``rate``; engine replay(s) and simulation of it; their comparisons."""
@@ -135,9 +143,11 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
     log(f"load {level:.0%}: {n} requests over {used} adapters at {rate:.3g} req/s; replaying "
         f"on the engine (about {n / rate / 60:.1f} min) ...")
     names = ["engine"] + [f"engine-{k + 1}" for k in range(1, config.engine_repeats)]
+    before = _load_average()
     for name in names:
         replay_trace(folder / "trace", model, None, folder / name, setup.engine_config(engine),
                      ReplayConfig(materialize_missing=True, seed=config.seed))
+    machine_load = (before, _load_average())
     setup.simulate_run(trace, folder / "sim", config.seed)
     reference = read_run(folder / "engine")
     comparison = compare_runs(reference, read_run(folder / "sim"), folder / "compare",
@@ -148,7 +158,7 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
         repeat = compare_runs(reference, read_run(folder / names[1]), folder / "engine-repeat",
                               CompareConfig(tolerance=config.tolerance,
                                             labels=("engine", "engine again")))
-    return LevelResult(rate, n, comparison, repeat)
+    return LevelResult(rate, n, comparison, repeat, machine_load)
 
 
 def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
@@ -165,6 +175,43 @@ def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
                          "within_tolerance": bool(row.within_tolerance),
                          "engine_noise": float(noise.get(row.metric, math.nan))})
     return pd.DataFrame(rows)
+
+
+def step_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
+    """Per load level: the two runs' steps and busy time, and the cost model's busy-time bias
+    and mean error on the engine's own steps (what continuous batching amplifies)."""
+    rows = []
+    for level, result in levels.items():
+        stats = result.comparison.step_times.set_index("run")
+        engine, sim = stats.iloc[0], stats.iloc[1]
+        model = stats.iloc[2] if len(stats) > 2 else pd.Series(dtype=float)
+        rows.append({"load": level, "engine_steps": int(engine["steps"]),
+                     "sim_steps": int(sim["steps"]), "engine_busy_s": engine["busy_s"],
+                     "sim_busy_s": sim["busy_s"],
+                     "model_busy_bias_pct": model.get("busy_rel_error", math.nan) * 100,
+                     "model_mape_pct": model.get("mape_pct", math.nan),
+                     "load_avg_before": result.machine_load[0],
+                     "load_avg_after": result.machine_load[1]})
+    return pd.DataFrame(rows)
+
+
+def _calibration(profile: Profile) -> list[str]:
+    """What the fit says about the serving probes (empty without them)."""
+    fit = profile.fit or {}
+    if not fit.get("serving_in_sample"):
+        return []
+    lines = [f"- serving probes: {', '.join(fit['serving_in_sample'])} (short replays of this "
+             f"workload with other seeds; fit weight {fit.get('serving_weight', 0):g} on "
+             f"them); busy-time bias of the fitted model on each: " + ", ".join(
+                 f"{name} {e['busy_bias_pct']:+.2f}%"
+                 for name, e in fit["serving_in_sample"].items())]
+    held_out = (fit["cv"].get("serving") or {}).get("candidates", [])
+    chosen = [c for c in held_out if c["form"] == fit["form"]
+              and c["serving_weight"] == fit.get("serving_weight")]
+    if chosen:
+        lines.append("- cross-validated (each probe predicted by a fit without it): " + ", ".join(
+            f"{name} {e['busy_bias_pct']:+.2f}%" for name, e in chosen[0]["probes"].items()))
+    return lines
 
 
 def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
@@ -191,8 +238,8 @@ def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
     return fig
 
 
-def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEstimate,
-            profile: Profile) -> str:
+def _report(config: ValidateConfig, summary: pd.DataFrame, steps: pd.DataFrame,
+            capacity: CapacityEstimate, profile: Profile) -> str:
     cv = profile.fit["cv"]["forms"][profile.fit["form"]] if profile.fit else {}
     verdict = "PASS" if summary["within_tolerance"].all() else "FAIL"
     table = summary.assign(rel_error_pct=summary["rel_error"] * 100,
@@ -208,7 +255,9 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEst
         f"- cost model: fitted form {profile.fit['form'] if profile.fit else 'n/a'}, "
         f"cross-validated MAPE {cv.get('mape_pct', math.nan):.1f}% over "
         f"{len(profile.steps)} profiled step shapes",
-        f"- capacity: {capacity.capacity_rps:.3g} req/s (simulated probes in capacity.csv)",
+        *_calibration(profile),
+        f"- capacity: {capacity.capacity_rps:.3g} req/s, the simulated saturation throughput "
+        f"(probes in capacity.csv)",
         f"- workload: Gamma arrivals cv {config.cv:g}, prompts {config.prompt_range[0]}-"
         f"{config.prompt_range[1]}, outputs {config.output_range[0]}-{config.output_range[1]} "
         f"tokens, {config.num_adapters} adapters of ranks "
@@ -218,6 +267,14 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, capacity: CapacityEst
         "`engine_noise_pct`: a second replay of the same trace on the engine, relative to the "
         "first - the machine's own run-to-run spread, which bounds the fidelity one can "
         "demonstrate here (empty unless `--engine-repeats 2`).", "",
+        "## Step times", "",
+        markdown_table(steps), "",
+        "`model_busy_bias_pct`: the cost model's total over the engine's own steps, relative "
+        "to their measured total (steps tile the replay's time, so this is the time the "
+        "simulator would miss or add for the same batches). `load_avg_*`: the machine's "
+        "1-minute load average before and after the level's replays (on "
+        f"{profile.hardware.get('cpu_affinity')} usable cores; other work on the machine "
+        "slows the engine, not the simulator).", "",
         "Each load level's folder holds the trace, the engine run(s), the simulated run and the "
         "full comparison (`load-NNN/compare/report.md`).", "",
         figure_links(["fidelity"], ["Simulator vs engine relative error per load level"]), "",
@@ -232,6 +289,8 @@ def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(
     """Run the whole validation (module docstring) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if profiler.serving is not None:  # calibrate on this workload, with other seeds
+        profiler = replace(profiler, serving=config.serving_probes(profiler.serving))
     model = ensure_model(model_dir, model_shape, out, config.seed, engine.dtype)
     profile_path = profile_and_fit(model, engine, profiler, out, log)
     setup, profile = deployment(profile_path, engine)
@@ -244,5 +303,5 @@ def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(
     write_csv(summary, out / "summary.csv")
     save_figure(plot_fidelity(summary, config.tolerance), out, "fidelity")
     report = atomic_write_text(out / "report.md",
-                               _report(config, summary, capacity, profile))
+                               _report(config, summary, step_table(levels), capacity, profile))
     return ValidationResult(summary, capacity, levels, report)

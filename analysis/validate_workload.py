@@ -9,13 +9,14 @@ ranks and targets the simulator prices.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
 from manylora.analysis.capacity import CapacityConfig
 from manylora.engine.model_shape import MODEL_SHAPES, ModelShape
 from manylora.engine.profile_grid import GridConfig
+from manylora.engine.serving_probes import ServingProbeConfig
 from manylora.engine.tiny_spec import TinyModelSpec
 from manylora.traces import (CatalogConfig, CycleRanks, GammaArrivals, TraceConfig,
                              UniformLengths, UniformPopularity, generate_trace)
@@ -80,6 +81,13 @@ class ValidateConfig:
         if not 0 < self.tolerance < 1:
             raise ValueError(f"ValidateConfig.tolerance must be in (0, 1), got "
                              f"{self.tolerance!r}")
+
+    def serving_probes(self, base: ServingProbeConfig) -> ServingProbeConfig:
+        """``base``'s probes over this workload, seeded apart from the validated traces (which
+        use ``seed`` and ``seed + 1``)."""
+        return replace(base, num_adapters=self.num_adapters, prompt_range=self.prompt_range,
+                       output_range=self.output_range, ranks=self.ranks, cv=self.cv,
+                       seed=self.seed + 1000)
 
     def requests_per_level(self, capacity_rps: float) -> int:
         """As many requests as fit in ``minutes`` of replay over all levels (a level at load

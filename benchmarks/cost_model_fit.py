@@ -19,8 +19,9 @@ from manylora.engine.model_shape import MODEL_SHAPES
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_model import shipped_profile_path
 from manylora.simulator.cost_terms import FORMS
-from manylora.simulator.fitted_cost_model import (
-    cross_validated_predictions, design_matrix, errors_pct, fold_indices, profile_arrays)
+from manylora.simulator.cost_fit import (cross_validated_predictions, design_matrix,
+                                         errors_pct, fold_indices)
+from manylora.simulator.fitted_cost_model import profile_arrays
 from manylora.simulator.hardware import HARDWARE_PRESETS
 from manylora.simulator.profile_file import read_profile
 from manylora.simulator.roofline import RooflineCostModel

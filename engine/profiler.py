@@ -10,7 +10,9 @@ dtype, device and pool layout), then
   of biasing a few; the first ``warmup`` passes are discarded;
 - times adapter loads through the engine's own AdapterStore: disk -> host is reading and
   packing the PEFT folder (the file is dropped from the OS page cache first, where the OS
-  allows, so the disk is really read), host -> pool is the copy into pool pages.
+  allows, so the disk is really read), host -> pool is the copy into pool pages;
+- replays a few short seeded traces on the engine itself (profile_serving.py) and records
+  every step, so the fit also sees what real serving steps cost.
 
 The result is a dict in the profile format of docs/internals.md, without ``fit``: fitting is
 the simulator's (``manylora profile`` does both). Data plane: imports torch.
@@ -43,6 +45,8 @@ from manylora.engine.model_shape import TARGETS, PoolLayout
 from manylora.engine.peft_loader import WEIGHTS_FILE
 from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.profile_grid import GridConfig, GridPoint, build_grid
+from manylora.engine.profile_serving import run_serving_probes
+from manylora.engine.serving_probes import ServingProbeConfig
 from manylora.engine.runner import Runner, fill_synthetic_adapters, synthetic_rows
 from manylora.engine.sampling import Sampler, SamplingParams
 
@@ -61,6 +65,7 @@ class ProfilerConfig:
     load_repeats: int = 5           # timed loads per adapter and tier
     max_load_adapters: int = 16     # adapters whose loads are timed
     lora_targets: tuple[str, ...] = ()  # targets of the grid's adapters; () = see below
+    serving: ServingProbeConfig | None = field(default_factory=ServingProbeConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,7 +82,7 @@ class ProfilerConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> ProfilerConfig:
         return cls(grid=GridConfig.quick(), warmup=1, repeats=2, load_repeats=2,
-                   max_load_adapters=4, seed=seed)
+                   max_load_adapters=4, serving=ServingProbeConfig.quick(), seed=seed)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -203,53 +208,46 @@ def versions() -> dict[str, str | None]:
     return found
 
 
-def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Path] | None,
-                   engine: EngineConfig = EngineConfig(),
-                   config: ProfilerConfig = ProfilerConfig(), progress: bool = False
-                   ) -> dict[str, Any]:
-    """Measure step and adapter-load times of the engine on this machine (no ``fit``)."""
+def _grid_and_loads(model_dir: str | Path, adapters: str | Path | Mapping[int, Path] | None,
+                    engine: EngineConfig, config: ProfilerConfig, scratch: Path,
+                    progress: bool) -> dict[str, Any]:
+    """Grid step times and adapter loads over a model and pool of the profiler's own (freed
+    on return, before the serving probes load the engine)."""
     device, dtype = torch.device(engine.device), engine.torch_dtype
-    if engine.threads:
-        torch.set_num_threads(engine.threads)  # as Engine does: measure it as it will run
     model_config, weights = load_checkpoint(model_dir, dtype, device)
     model = LlamaModel(model_config, weights, engine.lora(device), engine.attention(device))
     shape = model_config.shape(dtype_bytes=torch.tensor([], dtype=dtype).element_size())
     layout = PoolLayout(shape, engine.control.memory.tokens_per_page)
     rng = np.random.default_rng(config.seed)
-    with tempfile.TemporaryDirectory(prefix="manylora-profile-") as scratch:
-        folders = adapter_folders(adapters) if adapters is not None else \
-            write_load_adapters(Path(scratch), model_config, config.seed)
-        store = AdapterStore(model_config, layout, dtype, device)
+    folders = adapter_folders(adapters) if adapters is not None else \
+        write_load_adapters(scratch, model_config, config.seed)
+    store = AdapterStore(model_config, layout, dtype, device)
+    store.register_all(folders)
+    if not store.adapters:
+        folders = write_load_adapters(scratch, model_config, config.seed)
         store.register_all(folders)
-        if not store.adapters:
-            folders = write_load_adapters(Path(scratch), model_config, config.seed)
-            store.register_all(folders)
-        catalog = AdapterCatalog(layout, store.catalog_specs())
-        targets = config.lora_targets or representative_targets(store)
-        points = build_grid(config.grid, model_config.max_context_len, rng)
-        # Measure over a pool that holds the largest grid point; record the engine's own.
-        engine_pages = engine.pool_pages(layout)
-        num_pages = max(max(sum(layout.kv_pages(n) for n in p.prefill_lens + p.context_lens)
-                            + len(p.slot_ranks) * layout.adapter_pages(
-                                max(p.slot_ranks, default=1), targets) for p in points),
-                        max(catalog.pages.values()), engine_pages)
-        pool = PoolTensors(layout, num_pages, dtype, device)
-        runner = Runner(model, pool)
-        loaded = min(len(store.adapters), config.max_load_adapters)
-        total = len(points) * (config.warmup + config.repeats) + \
-            loaded * (config.load_repeats + 1)
-        with tqdm(total=total, desc="profile", unit="step", disable=not progress,
-                  file=sys.stderr) as bar:
-            times = _timed_steps(runner, Sampler(device), layout, num_pages, points, targets,
-                                 model_config.vocab_size, config, rng, bar.update)
-            loads = _timed_loads(store, catalog, pool, config, bar.update)
+    catalog = AdapterCatalog(layout, store.catalog_specs())
+    targets = config.lora_targets or representative_targets(store)
+    points = build_grid(config.grid, model_config.max_context_len, rng)
+    # Measure over a pool that holds the largest grid point; record the engine's own.
+    engine_pages = engine.pool_pages(layout)
+    num_pages = max(max(sum(layout.kv_pages(n) for n in p.prefill_lens + p.context_lens)
+                        + len(p.slot_ranks) * layout.adapter_pages(
+                            max(p.slot_ranks, default=1), targets) for p in points),
+                    max(catalog.pages.values()), engine_pages)
+    pool = PoolTensors(layout, num_pages, dtype, device)
+    runner = Runner(model, pool)
+    loaded = min(len(store.adapters), config.max_load_adapters)
+    total = len(points) * (config.warmup + config.repeats) + loaded * (config.load_repeats + 1)
+    with tqdm(total=total, desc="profile", unit="step", disable=not progress,
+              file=sys.stderr) as bar:
+        times = _timed_steps(runner, Sampler(device), layout, num_pages, points, targets,
+                             model_config.vocab_size, config, rng, bar.update)
+        loads = _timed_loads(store, catalog, pool, config, bar.update)
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "hardware": hardware_info(device),
         "model": asdict(shape),
         "pool": {"tokens_per_page": layout.tokens_per_page, "num_pages": engine_pages,
                  "page_bytes": layout.page_bytes, "profiled_pages": num_pages},
-        "versions": versions(),
         "settings": {"dtype": engine.dtype, "lora_backend": model.lora_backend.name,
                      "attention_backend": model.attention_backend.name,
                      "warmup": config.warmup, "repeats": config.repeats,
@@ -258,5 +256,27 @@ def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Pa
                      "adapters": "given" if adapters is not None else "generated"},
         "steps": [dict(p.shape()._asdict(), duration_s=t) for p, t in zip(points, times)],
         "adapter_loads": loads,
-        "fit": None,
     }
+
+
+def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Path] | None,
+                   engine: EngineConfig = EngineConfig(),
+                   config: ProfilerConfig = ProfilerConfig(), progress: bool = False
+                   ) -> dict[str, Any]:
+    """Measure step and adapter-load times of the engine on this machine (no ``fit``): the
+    grid, the adapter loads and, unless ``config.serving`` is None, the serving probes."""
+    if engine.threads:
+        torch.set_num_threads(engine.threads)  # as Engine does: measure it as it will run
+    with tempfile.TemporaryDirectory(prefix="manylora-profile-") as scratch:
+        measured = _grid_and_loads(model_dir, adapters, engine, config, Path(scratch) / "load",
+                                   progress)
+        serving = None
+        if config.serving is not None:
+            targets = measured["settings"]["lora_targets"]
+            serving = run_serving_probes(model_dir, engine, config.serving, targets,
+                                         Path(scratch) / "serving", config.seed)
+    settings = dict(measured.pop("settings"),
+                    serving=None if config.serving is None else config.serving.to_dict())
+    return {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "hardware": hardware_info(torch.device(engine.device)), **measured,
+            "versions": versions(), "settings": settings, "serving": serving, "fit": None}

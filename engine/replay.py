@@ -120,7 +120,7 @@ def _log_step(log: StepLog, record: StepRecord, aborted: int, end_s: float) -> N
     log.add(0, record.plan, record.start_s, end_s - record.start_s, aborted)
 
 
-def _drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> None:
+def drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> None:
     """Submit requests at their arrival times and step the engine until all are done.
 
     Each iteration reads the clock once: requests due by then are submitted and the step
@@ -191,6 +191,6 @@ def replay_trace(trace_dir: str | Path, model_dir: str | Path, adapters_dir: str
                                           f"adapters.csv and no {adapters_root or 'ADAPTERS_DIR'}"
                                           f"/{aid} (see --materialize-missing-adapters)")
         log = StepLog()
-        _drive(engine, trace, replay, log)
+        drive(engine, trace, replay, log)
     return write_run_folder(out_dir, engine.requests.values(), log,
                             _meta(trace, engine, engine_config, replay))

@@ -1,13 +1,21 @@
 """The fitted cost model (the default): step time as a non-negative sum of shape terms.
 
-Fitting (``fit_profile``): the target of each grid point is the mean of its repeats: a run's
-duration is the sum of its step times, so the expected step time (not the median, which a
-right-skewed busy machine pulls below it) is what a simulation must reproduce. Every form in
-cost_terms.FORMS is fitted by non-negative least squares on relative error (a 1 ms decode step
-counts as much as a 1 s prefill), scored by k-fold cross-validation (mean and 90th-percentile
-absolute percentage error over held-out points), and the form with the lowest mean error is
-refitted on all points. Adapter load
-times are fitted per tier from the profile's load timings (adapter_load_model.py).
+Fitting (``fit_profile``; the least squares are in cost_fit.py) uses two kinds of measurement:
+
+- grid points (the profiler's synthetic batches): the target of each is the mean of its
+  repeats, since a run's duration is a sum of step times (the expected step time, not the
+  median a right-skewed busy machine pulls below it, is what a simulation must reproduce);
+- serving steps (the profiler's short real replays, when the profile has them): every step
+  with its tiled duration, blocking adapter copies taken off (the model adds them back).
+
+Each candidate, a form of cost_terms.FORMS and a share ``w`` of the objective given to the
+serving steps (SERVING_WEIGHTS; only w = 0 without them), is fitted by non-negative least
+squares and scored by cross-validation: the mean, 90th-percentile and largest absolute
+percentage error over held-out grid points and, with serving steps, each probe's busy-time
+bias over its held-out steps (predicted over measured total, minus 1), which is what
+continuous batching amplifies. The best candidate has the smallest RMS of those biases (the
+smallest grid error without serving steps) and is refitted on everything. Adapter load times
+are fitted per tier from the profile's load timings (adapter_load_model.py).
 
 The fit is stored in the profile; ``FittedCostModel.from_profile`` uses the stored
 coefficients when present, so a profile gives the same simulation on every machine.
@@ -20,63 +28,21 @@ import math
 from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
-from scipy.optimize import nnls
 
-from manylora.engine.step_shape import StepShape
+from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.adapter_load_model import AdapterLoadModel, fit_tier
 from manylora.simulator.cost_base import step_columns
+from manylora.simulator.cost_fit import (ServingSteps, busy_errors_pct, design_matrix,
+                                         errors_pct, fold_indices, held_out_predictions,
+                                         overhead_terms, serving_steps, weighted_fit)
 from manylora.simulator.cost_terms import (FORMS, UnknownFormError, form_terms, term_columns,
                                            term_gates)
 from manylora.simulator.profile_file import Profile, ProfileError
 
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 0
-
-
-def design_matrix(form: str, shapes: np.ndarray) -> np.ndarray:
-    """Term values [n, num_terms] of ``form`` for step shapes [n, fields]."""
-    s = step_columns(shapes)
-    n = len(s.prefill_tokens)
-    columns, gates = term_columns(s), term_gates(s, np.minimum)
-    return np.stack([np.broadcast_to(np.asarray(gates[t.gate] * columns[t.column],
-                                                dtype=np.float64), (n,))
-                     for t in form_terms(form).values()], axis=1)
-
-
-def fit_coefficients(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
-    """Non-negative coefficients [k] minimising the relative error of design @ c vs seconds."""
-    scale = np.max(np.abs(design), axis=0)  # [k]; columns scaled to 1 for conditioning
-    scale[scale == 0.0] = 1.0
-    solution, _ = nnls(design / scale / seconds[:, None], np.ones_like(seconds))
-    return solution / scale
-
-
-def errors_pct(predicted: np.ndarray, seconds: np.ndarray) -> dict[str, float]:
-    ape = np.abs(predicted - seconds) / seconds * 100.0
-    return {"mape_pct": float(np.mean(ape)), "p90_ape_pct": float(np.percentile(ape, 90)),
-            "max_ape_pct": float(np.max(ape))}
-
-
-def fold_indices(n: int, folds: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``folds`` disjoint random index sets covering range(n)."""
-    return np.array_split(rng.permutation(n), folds)
-
-
-def cross_validated_predictions(design: np.ndarray, seconds: np.ndarray,
-                                folds: list[np.ndarray]) -> np.ndarray:
-    """Each point's prediction [n] by a fit on the folds that do not hold it."""
-    predicted = np.empty_like(seconds)
-    everything = np.arange(len(seconds))
-    for held_out in folds:
-        train = np.setdiff1d(everything, held_out)
-        predicted[held_out] = design[held_out] @ fit_coefficients(design[train], seconds[train])
-    return predicted
-
-
-def cross_validate(design: np.ndarray, seconds: np.ndarray,
-                   folds: list[np.ndarray]) -> dict[str, float]:
-    """Held-out errors (percent): mean, 90th percentile and largest."""
-    return errors_pct(cross_validated_predictions(design, seconds, folds), seconds)
+SERVING_WEIGHTS = (0.0, 0.5, 0.9)  # share of the fit objective given to serving steps
+_LOADS = STEP_SHAPE_FIELDS.index("adapter_loads"), STEP_SHAPE_FIELDS.index("adapter_load_bytes")
 
 
 def profile_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
@@ -86,32 +52,87 @@ def profile_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     return shapes, seconds
 
 
-def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
-                seed: int = DEFAULT_SEED) -> dict[str, Any]:
-    """Fit every form, keep the best by cross-validated MAPE; returns the profile's ``fit``."""
-    shapes, seconds = profile_arrays(profile)
-    folds = min(folds, len(seconds))
-    if folds < 2:
-        raise ProfileError("a profile needs at least 2 step measurements to cross-validate")
-    # The same folds for every form, so that forms are compared on the same held-out points.
-    split = fold_indices(len(seconds), folds, np.random.default_rng(seed))
-    cv = {form: cross_validate(design_matrix(form, shapes), seconds, split) for form in FORMS}
-    best = min(FORMS, key=lambda f: (cv[f]["mape_pct"], len(FORMS[f])))
-    design = design_matrix(best, shapes)
-    coef = fit_coefficients(design, seconds)
-    loads = AdapterLoadModel(
+def _load_model(profile: Profile) -> AdapterLoadModel:
+    return AdapterLoadModel(
         host=fit_tier([a.bytes for a in profile.adapter_loads],
                       [float(np.mean(a.host_to_pool_s)) for a in profile.adapter_loads]),
         disk=fit_tier([a.bytes for a in profile.adapter_loads],
                       [float(np.mean(a.disk_to_host_s)) for a in profile.adapter_loads]))
-    return {
-        "form": best,
-        "coefficients": {name: float(c) for name, c in zip(FORMS[best], coef)},
+
+
+def _serving(profile: Profile, form: str, loads: AdapterLoadModel,
+             folds: int) -> ServingSteps | None:
+    """The profile's serving steps for ``form``, blocking copies taken off their durations."""
+    if profile.serving is None:
+        return None
+    shapes, seconds, probe = profile.serving.arrays()
+    copies = (shapes[:, _LOADS[0]] * loads.host.latency_s
+              + shapes[:, _LOADS[1]] / loads.host.bytes_per_s)
+    return serving_steps(design_matrix(form, shapes), seconds - copies, probe, folds)
+
+
+def _probe_errors(serving: ServingSteps, predicted: np.ndarray,
+                  names: list[str]) -> dict[str, dict[str, float]]:
+    return {name: busy_errors_pct(predicted[serving.probe == i],
+                                  serving.seconds[serving.probe == i])
+            for i, name in enumerate(names)}
+
+
+def _rms_bias(errors: Mapping[str, Mapping[str, float]]) -> float:
+    return float(np.sqrt(np.mean([e["busy_bias_pct"] ** 2 for e in errors.values()])))
+
+
+def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
+                seed: int = DEFAULT_SEED) -> dict[str, Any]:
+    """Fit every candidate, keep the best (module docstring); returns the profile's ``fit``."""
+    shapes, seconds = profile_arrays(profile)
+    folds = min(folds, len(seconds))
+    if folds < 2:
+        raise ProfileError("a profile needs at least 2 step measurements to cross-validate")
+    # The same folds for every candidate, so they are compared on the same held-out points.
+    split = fold_indices(len(seconds), folds, np.random.default_rng(seed))
+    loads = _load_model(profile)
+    names = [p.name for p in profile.serving.probes] if profile.serving is not None else []
+    weights = SERVING_WEIGHTS if names else (0.0,)
+    grid_cv: dict[tuple[str, float], dict[str, float]] = {}
+    probe_cv: dict[tuple[str, float], dict[str, dict[str, float]]] = {}
+    for form in FORMS:
+        design, serving = design_matrix(form, shapes), _serving(profile, form, loads, folds)
+        for w in weights:
+            grid, steps = held_out_predictions(design, seconds, split, serving, w,
+                                               overhead_terms(form))
+            grid_cv[form, w] = errors_pct(grid, seconds)
+            if serving is not None:
+                probe_cv[form, w] = _probe_errors(serving, steps, names)
+
+    def score(candidate: tuple[str, float]) -> tuple[float, float, int]:
+        first = _rms_bias(probe_cv[candidate]) if names else grid_cv[candidate]["mape_pct"]
+        return first, grid_cv[candidate]["mape_pct"], len(FORMS[candidate[0]])
+    best, weight = min(grid_cv, key=score)
+    design, serving = design_matrix(best, shapes), _serving(profile, best, loads, folds)
+    fit = weighted_fit(design, seconds, serving, weight, overhead_terms(best))
+    terms = list(FORMS[best])
+    result = {
+        "form": best, "serving_weight": weight,
+        "coefficients": {name: float(c) for name, c in zip(terms, fit.coefficients)},
+        "serving_overhead": {terms[i]: float(c)
+                             for i, c in zip(overhead_terms(best), fit.overhead)},
         "adapter_loads": loads.to_dict(),
         "cv": {"folds": folds, "seed": seed, "points": len(seconds),
-               "forms": {f: cv[f] for f in FORMS}},
-        "in_sample": errors_pct(design @ coef, seconds),
+               "forms": {f: grid_cv[f, weight] for f in FORMS}, "serving": None},
+        "in_sample": errors_pct(design @ fit.grid, seconds),
+        "serving_in_sample": None,
     }
+    if serving is not None:
+        result["serving_in_sample"] = _probe_errors(
+            serving, serving.design @ fit.coefficients, names)
+        result["cv"]["serving"] = {
+            "probes": names, "steps": len(serving.seconds),
+            "candidates": [{"form": f, "serving_weight": w,
+                            "rms_busy_bias_pct": _rms_bias(probe_cv[f, w]),
+                            "grid_mape_pct": grid_cv[f, w]["mape_pct"],
+                            "probes": probe_cv[f, w]} for f, w in grid_cv]}
+    return result
 
 
 class FittedCostModel:

@@ -2,8 +2,9 @@
 
 A profile is JSON (docs/internals.md, "Profile"): where it was measured (``hardware``,
 ``versions``, ``model``, ``pool``, ``settings``), the measured step times over a grid of step
-shapes (``steps``), adapter load timings per tier (``adapter_loads``) and, once fitted, the
-cost model fitted from them with its cross-validated error (``fit``). The profiler in the
+shapes (``steps``), adapter load timings per tier (``adapter_loads``), the steps of short
+real replays (``serving``, optional: one column list per field and probe) and, once fitted,
+the cost model fitted from them with its cross-validated error (``fit``). The profiler in the
 engine's data plane writes it; the fitted cost model reads it. Torch-free.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
 
 from manylora.engine.model_shape import TARGETS, ModelShape
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
@@ -47,6 +50,44 @@ class LoadTiming:
     disk_to_host_s: tuple[float, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class ServingProbe:
+    """The steps of one short replay on the engine: shapes and tiled durations."""
+
+    name: str
+    offered_rps: float
+    requests: int
+    shapes: np.ndarray       # [n, len(STEP_SHAPE_FIELDS)] float64, StepShape field order
+    duration_s: np.ndarray   # [n] seconds
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ServingProbe) and (self.name, self.offered_rps, self.requests)
+                == (other.name, other.offered_rps, other.requests)
+                and np.array_equal(self.shapes, other.shapes)
+                and np.array_equal(self.duration_s, other.duration_s))
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = {f: self.shapes[:, i].astype(np.int64).tolist()
+                 for i, f in enumerate(STEP_SHAPE_FIELDS)}
+        return {"probe": self.name, "offered_rps": self.offered_rps, "requests": self.requests,
+                "steps": {**steps, "duration_s": self.duration_s.tolist()}}
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Every serving probe, and the saturation throughput the probes' rates derive from."""
+
+    saturation_rps: float
+    probes: tuple[ServingProbe, ...]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Shapes [n, fields], durations [n] and each step's probe index [n]."""
+        return (np.concatenate([p.shapes for p in self.probes]),
+                np.concatenate([p.duration_s for p in self.probes]),
+                np.concatenate([np.full(len(p.duration_s), i)
+                                for i, p in enumerate(self.probes)]))
+
+
 @dataclass(frozen=True)
 class Profile:
     hardware: Mapping[str, Any]
@@ -57,6 +98,7 @@ class Profile:
     steps: tuple[StepTiming, ...]
     adapter_loads: tuple[LoadTiming, ...]
     fit: Mapping[str, Any] | None = field(default=None)
+    serving: Serving | None = field(default=None)
 
     def with_fit(self, fit: Mapping[str, Any]) -> Profile:
         return replace(self, fit=fit)
@@ -72,6 +114,9 @@ class Profile:
                                "host_to_pool_s": list(a.host_to_pool_s),
                                "disk_to_host_s": list(a.disk_to_host_s)}
                               for a in self.adapter_loads],
+            "serving": None if self.serving is None else {
+                "saturation_rps": self.serving.saturation_rps,
+                "probes": [p.to_dict() for p in self.serving.probes]},
             "fit": None if self.fit is None else dict(self.fit),
         }
 
@@ -89,6 +134,54 @@ def _times(value: Any, where: str) -> tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < math.inf):
             raise ProfileError(f"{where}[{i}]: expected seconds > 0, got {v!r}")
     return tuple(float(v) for v in value)
+
+
+def _positive(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value < math.inf):
+        raise ProfileError(f"{where}: expected a number > 0, got {value!r}")
+    return float(value)
+
+
+def _column(steps: Mapping[str, Any], name: str, where: str, length: int) -> np.ndarray:
+    """One step field's values [length] as float64 (integers >= 0)."""
+    values, here = steps.get(name), f"{where}.{name}"
+    if not isinstance(values, list) or len(values) != length:
+        raise ProfileError(f"{here}: expected a list of {length} values (one per step), got "
+                           f"{len(values) if isinstance(values, list) else repr(values)}")
+    return np.array([_int(v, f"{here}[{i}]", 0) for i, v in enumerate(values)],
+                    dtype=np.float64)
+
+
+def _probe(entry: Any, where: str) -> ServingProbe:
+    if not isinstance(entry, dict):
+        raise ProfileError(f"{where}: expected an object, got {entry!r}")
+    if not isinstance(entry.get("probe"), str):
+        raise ProfileError(f"{where}.probe: expected a name, got {entry.get('probe')!r}")
+    steps = entry.get("steps")
+    if not isinstance(steps, dict):
+        raise ProfileError(f"{where}.steps: expected an object of columns, got {steps!r}")
+    unknown = set(steps) - set(STEP_SHAPE_FIELDS) - {"duration_s"}
+    if unknown:
+        raise ProfileError(f"{where}.steps: unknown field {sorted(unknown)[0]!r}")
+    seconds = np.array(_times(steps.get("duration_s"), f"{where}.steps.duration_s"))
+    shapes = np.stack([_column(steps, f, f"{where}.steps", len(seconds))
+                       for f in STEP_SHAPE_FIELDS], axis=1)  # [n, fields]
+    return ServingProbe(entry["probe"], _positive(entry.get("offered_rps"),
+                                                  f"{where}.offered_rps"),
+                        _int(entry.get("requests"), f"{where}.requests", 1), shapes, seconds)
+
+
+def _serving(data: Any, where: str) -> Serving | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where}: expected an object or null, got {data!r}")
+    probes = data.get("probes")
+    if not isinstance(probes, list) or not probes:
+        raise ProfileError(f"{where}.probes: expected a non-empty list")
+    return Serving(_positive(data.get("saturation_rps"), f"{where}.saturation_rps"),
+                   tuple(_probe(p, f"{where}.probes[{i}]") for i, p in enumerate(probes)))
 
 
 def _mapping(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
@@ -154,7 +247,7 @@ def profile_from_dict(data: Any, source: str) -> Profile:
         steps=tuple(_step(e, f"{source}: steps[{i}]") for i, e in enumerate(steps)),
         adapter_loads=tuple(_load(e, f"{source}: adapter_loads[{i}]")
                             for i, e in enumerate(loads)),
-        fit=fit)
+        fit=fit, serving=_serving(data.get("serving"), f"{source}: serving"))
 
 
 def parse_profile(raw: bytes, source: str) -> Profile:

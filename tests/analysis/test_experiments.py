@@ -16,6 +16,7 @@ from manylora.analysis.validate_workload import ValidateConfig, validation_trace
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.profiler import ProfilerConfig
+from manylora.engine.serving_probes import ServingProbeConfig
 from tests.analysis.experiments import write_synthetic_profile
 from tests.analysis.figures import assert_labelled, assert_no_overlapping_text
 from tests.analysis.runs import write_run
@@ -71,7 +72,7 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
                             engine_repeats=2,
                             capacity=CapacityConfig(busy_s=10, min_requests=40))
     profiler = ProfilerConfig(grid=TOY_GRID, warmup=1, repeats=1, load_repeats=1,
-                              max_load_adapters=2)
+                              max_load_adapters=2, serving=ServingProbeConfig.quick())
     result = run_validation(tmp_path, config, profiler=profiler, engine=EngineConfig(threads=1))
     assert (tmp_path / "model" / "config.json").is_file() and (tmp_path / "profile.json").is_file()
     assert result.capacity.capacity_rps > 0

@@ -9,6 +9,8 @@ import pytest
 from manylora.analysis.cli import main
 from manylora.engine.make_tiny import TinyModelSpec, make_tiny
 from manylora.engine.profile_grid import GridConfig, GridPoint, build_grid
+from manylora.engine.request import Request, RequestState
+from manylora.engine.serving_probes import ServingProbeConfig, saturation_throughput
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_model import cost_model_from_args
 from manylora.simulator.profile_file import read_profile
@@ -100,6 +102,19 @@ def test_quick_profile_writes_a_valid_fitted_profile(quick_profile, capsys):
     assert model.adapter_load_time(10**6, "disk") > 0.0
     assert model.describe()["profile"]["file"] == "profile.json"
     assert [p.name for p in out.parent.iterdir()] == ["profile.json"]
+    # the serving probes replayed on the engine itself: a burst, then one open-loop load
+    serving = profile.serving
+    assert [p.name for p in serving.probes] == ["saturation", "load-0.5"]
+    assert serving.probes[1].offered_rps == pytest.approx(0.5 * serving.saturation_rps)
+    quick = ServingProbeConfig.quick()
+    assert serving.probes[0].requests == quick.burst_requests
+    for probe in serving.probes:
+        shapes = probe.shapes
+        assert len(probe.duration_s) == len(shapes) > 0 and (probe.duration_s > 0).all()
+        # every request prefilled once, in one of the probe's steps
+        assert shapes[:, STEP_SHAPE_FIELDS.index("prefill_requests")].sum() == probe.requests
+    assert profile.settings["serving"]["burst_requests"] == quick.burst_requests
+    assert fit["serving_in_sample"].keys() == {"saturation", "load-0.5"}
 
 
 def test_profile_settings_record_how_it_was_measured(quick_profile):
@@ -128,3 +143,27 @@ def test_bad_input_is_one_line_and_exit_2(quick_profile, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("manylora profile: error:") and message in err[0]
     assert not (folder / "bad.json").exists()
+
+
+def _finished(arrival: float, admitted: float, finish: float) -> Request:
+    req = Request(0, arrival, -1, 8, 4)
+    req.state, req.admitted_s, req.finish_s = RequestState.FINISHED, admitted, finish
+    return req
+
+
+def test_saturation_throughput_counts_completions_while_requests_waited():
+    # a burst at 0: finishes at 1, 2, ..., 10 s; the last request was admitted at 6 s
+    reqs = [_finished(0.0, min(i, 6.0), float(i)) for i in range(1, 11)]
+    # between the first finish (1 s) and the last admission (6 s): 6 finishes in 5 s
+    assert saturation_throughput(reqs) == pytest.approx(6 / 5)
+    # nothing ever waited (all admitted at once): the whole run
+    assert saturation_throughput([_finished(0.0, 0.0, 2.0), _finished(0.0, 0.0, 4.0)]) == 0.5
+    with pytest.raises(ValueError, match="no request of the saturation probe finished"):
+        saturation_throughput([Request(0, 0.0, -1, 8, 4)])
+
+
+@pytest.mark.parametrize("field, value", [("loads", ()), ("seconds", 0.0),
+                                          ("output_range", (4, 2)), ("burst_requests", 0)])
+def test_serving_probe_config_names_bad_fields(field, value):
+    with pytest.raises(ValueError, match=f"ServingProbeConfig.{field}"):
+        ServingProbeConfig(**{field: value})

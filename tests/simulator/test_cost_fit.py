@@ -1,6 +1,8 @@
 """Fitting the cost model on synthetic profiles drawn from a known formula plus noise."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,9 +10,10 @@ from manylora.engine.model_shape import LLAMA2_7B
 from manylora.engine.step_shape import StepShape
 from manylora.simulator.adapter_load_model import AdapterLoadModel, TierCost, fit_tier
 from manylora.simulator.cost_terms import FORMS
-from manylora.simulator.fitted_cost_model import (
-    FittedCostModel, design_matrix, fit_coefficients, fit_profile)
-from manylora.simulator.profile_file import LoadTiming, Profile, StepTiming
+from manylora.simulator.cost_fit import design_matrix, fit_coefficients, serving_steps
+from manylora.simulator.fitted_cost_model import FittedCostModel, fit_profile
+from manylora.simulator.profile_file import (LoadTiming, Profile, Serving, ServingProbe,
+                                             StepTiming)
 
 TRUTH = {  # seconds per unit of each term, different in the two regimes
     "prefill_step.step": 2e-3, "prefill_step.prefill_tokens": 2e-5,
@@ -150,3 +153,55 @@ def test_fit_tier_recovers_latency_and_bandwidth(latency, bandwidth):
 def test_fit_tier_with_one_size_puts_everything_on_bandwidth():
     tier = fit_tier([1000.0, 1000.0], [1e-3, 1e-3])
     assert tier.latency_s == 0.0 and tier.time(1000.0) == pytest.approx(1e-3)
+
+
+OVERHEAD_S = 6e-4  # what each real serving step pays beyond its grid cost
+
+
+def with_serving_probes(profile: Profile, noise: float, seed: int) -> Profile:
+    """Three probes whose steps cost the truth plus a per-step overhead grid points never
+    see (scheduling, completion, the replay loop), with multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    truth = FittedCostModel("piecewise", TRUTH, TRUE_LOADS)
+    probes = []
+    for name in ("saturation", "load-0.3", "load-0.6"):
+        shapes = np.array([random_shape(rng) for _ in range(300)], dtype=np.float64)
+        seconds = (truth.step_times(shapes) + OVERHEAD_S) * rng.lognormal(0.0, noise, 300)
+        probes.append(ServingProbe(name, 10.0, 300, shapes, seconds))
+    return dataclasses.replace(profile, serving=Serving(20.0, tuple(probes)))
+
+
+def test_serving_probes_teach_the_fit_the_overhead_the_grid_never_sees():
+    profile = with_serving_probes(synthetic_profile(200, noise=0.02, seed=11), 0.02, seed=12)
+    fit = fit_profile(profile)
+    assert fit["form"] == "piecewise" and fit["serving_weight"] > 0
+    for term, overhead in fit["serving_overhead"].items():
+        assert term.endswith(".step") and overhead == pytest.approx(OVERHEAD_S, rel=0.25)
+        assert fit["coefficients"][term] == pytest.approx(TRUTH[term] + overhead, rel=0.05)
+    # the model's busy time on every probe is right, in sample and held out
+    assert all(abs(e["busy_bias_pct"]) < 0.5 for e in fit["serving_in_sample"].values())
+    serving = fit["cv"]["serving"]
+    assert serving["probes"] == ["saturation", "load-0.3", "load-0.6"]
+    assert serving["steps"] == 900
+    chosen, grid_only = (next(c for c in serving["candidates"]
+                              if (c["form"], c["serving_weight"]) == key)
+                         for key in (("piecewise", fit["serving_weight"]), ("piecewise", 0.0)))
+    assert chosen["rms_busy_bias_pct"] < 1.0
+    # fitted to the grid alone, the model misses the overhead on every probe
+    assert all(e["busy_bias_pct"] < -2.0 for e in grid_only["probes"].values())
+    # grid points are still priced without the overhead
+    assert fit["cv"]["forms"]["piecewise"]["mape_pct"] < 5.0
+    assert fit["in_sample"]["mape_pct"] < 3.0
+
+
+def test_profiles_without_probes_fit_the_grid_alone():
+    fit = fit_profile(synthetic_profile(100, noise=0.02, seed=13))
+    assert fit["serving_weight"] == 0.0 and fit["cv"]["serving"] is None
+    assert fit["serving_in_sample"] is None
+    assert all(v == 0.0 for v in fit["serving_overhead"].values())
+
+
+def test_serving_blocks_are_contiguous_within_each_probe():
+    probe = np.array([0, 0, 0, 0, 1, 1, 1])
+    steps = serving_steps(np.ones((7, 1)), np.ones(7), probe, folds=2)
+    assert steps.block.tolist() == [0, 0, 1, 1, 0, 0, 1]

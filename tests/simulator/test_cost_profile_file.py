@@ -1,15 +1,25 @@
 """Profile files: round trip, atomic writes, and errors that say where the problem is."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 
 from manylora.engine.model_shape import LLAMA2_7B
 from manylora.engine.step_shape import StepShape
 from manylora.simulator.profile_file import (
-    LoadTiming, Profile, ProfileError, StepTiming, profile_from_dict, read_profile, write_profile)
+    LoadTiming, Profile, ProfileError, Serving, ServingProbe, StepTiming, profile_from_dict,
+    read_profile, write_profile)
+
+SERVING = Serving(40.0, (
+    ServingProbe("saturation", 1e6, 3, np.array([[30, 3, 300, 0, 0, 2, 16, 240, 2, 9000],
+                                                 [0, 0, 0, 3, 36, 2, 16, 24, 0, 0]],
+                                                dtype=np.float64), np.array([0.02, 0.007])),
+    ServingProbe("load-0.5", 20.0, 1, np.array([[12, 1, 144, 0, 0, 0, 0, 0, 0, 0]],
+                                               dtype=np.float64), np.array([0.004]))))
 
 
 def small_profile() -> Profile:
@@ -32,6 +42,20 @@ def test_round_trip_is_exact(tmp_path):
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
 
 
+def test_serving_probes_round_trip_as_columns(tmp_path):
+    path = tmp_path / "p.json"
+    profile = dataclasses.replace(small_profile(), serving=SERVING)
+    write_profile(profile, path)
+    back = read_profile(path)
+    assert back == profile and back.serving == SERVING
+    probe = json.loads(path.read_text())["serving"]["probes"][0]
+    assert probe["steps"]["decode_context_tokens"] == [0, 36]  # one list per field
+    shapes, seconds, index = back.serving.arrays()
+    assert shapes.shape == (3, 10) and seconds.tolist() == [0.02, 0.007, 0.004]
+    assert index.tolist() == [0, 0, 1]
+    assert small_profile().serving is None  # profiles before serving probes still read
+
+
 def test_write_replaces_an_existing_file(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("old")
@@ -40,7 +64,8 @@ def test_write_replaces_an_existing_file(tmp_path):
 
 
 def corrupt(edit):
-    data = json.loads(json.dumps(small_profile().to_dict()))
+    profile = dataclasses.replace(small_profile(), serving=SERVING)
+    data = json.loads(json.dumps(profile.to_dict()))
     edit(data)
     return data
 
@@ -64,6 +89,19 @@ def corrupt(edit):
     (lambda d: d["model"].pop("vocab_size"), "'model': expected keys"),
     (lambda d: d.update(hardware=[]), "'hardware': expected an object"),
     (lambda d: d.update(fit=3), "'fit': expected an object or null"),
+    (lambda d: d.update(serving=[]), "serving: expected an object or null"),
+    (lambda d: d["serving"].update(probes=[]), r"serving\.probes: expected a non-empty list"),
+    (lambda d: d["serving"].update(saturation_rps=0), r"serving\.saturation_rps"),
+    (lambda d: d["serving"]["probes"][1].update(offered_rps="fast"),
+     r"serving\.probes\[1\]\.offered_rps: expected a number > 0"),
+    (lambda d: d["serving"]["probes"][0]["steps"]["duration_s"].__setitem__(1, 0.0),
+     r"serving\.probes\[0\]\.steps\.duration_s\[1\]: expected seconds > 0"),
+    (lambda d: d["serving"]["probes"][0]["steps"]["prefill_tokens"].__setitem__(0, -3),
+     r"serving\.probes\[0\]\.steps\.prefill_tokens\[0\]: expected an integer >= 0"),
+    (lambda d: d["serving"]["probes"][0]["steps"]["sum_ranks"].pop(),
+     r"serving\.probes\[0\]\.steps\.sum_ranks: expected a list of 2 values"),
+    (lambda d: d["serving"]["probes"][0]["steps"].update(ranks=[1, 2]),
+     r"serving\.probes\[0\]\.steps: unknown field 'ranks'"),
 ])
 def test_bad_profiles_name_the_entry_and_field(edit, message):
     with pytest.raises(ProfileError, match=message) as info:
