@@ -1,7 +1,7 @@
 """Scheduler overhead: one ``schedule`` + ``complete`` with 1,000 waiting and 256 running
 requests over 2,000 adapters (the simulator's speed rests on this).
 
-    python benchmarks/scheduler.py [--steps 20000] [--repeats 3]
+    python benchmarks/scheduler_step.py [--steps 20000] [--repeats 3]
 
 Setup: Llama-2-7B pool layout (one token per page, 512 KiB pages), 2,000 adapters of ranks
 8/16/32/64 on q,k,v,o with Zipf(1.1)-like popularity, prompts and outputs uniform in

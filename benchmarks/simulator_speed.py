@@ -1,6 +1,6 @@
 """Simulator speed: a 100,000-request trace over 2,000 adapters in under 60 s.
 
-    python benchmarks/simulator.py [--requests 100000] [--repeats 3] [--no-stepping]
+    python benchmarks/simulator_speed.py [--requests 100000] [--repeats 3] [--no-stepping]
 
 Workload (S-LoRA's synthetic setting): Gamma arrivals with cv 2, 2,000 adapters of ranks
 8/16/32/64 on q,k,v,o, S-LoRA popularity, prompt and output lengths uniform in [8, 512].

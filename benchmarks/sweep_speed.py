@@ -1,6 +1,6 @@
 """Sweep throughput: a 200-point grid over 2,000 adapters, through ``manylora sweep``'s own code.
 
-    python benchmarks/sweep.py [--workers 2] [--out DIR] [--seeds 5] [--serial-too]
+    python benchmarks/sweep_speed.py [--workers 2] [--out DIR] [--seeds 5] [--serial-too]
 
 The grid (the acceptance sweep of issue 8): Llama-2-7B on the A100-80GB roofline preset with
 S-LoRA's pool (125,000 one-token pages), 2,000 adapters of ranks 8/16/32/64 with uniform

@@ -1,7 +1,7 @@
 """How long generating, writing and reading a big trace takes (target: generate + write
 1,000,000 requests over 5,000 adapters in under 10 s).
 
-Run: ``python benchmarks/traces.py [--requests N] [--adapters N] [--repeats K]``. Prints each
+Run: ``python benchmarks/trace_generation.py [--requests N] [--adapters N] [--repeats K]``. Prints each
 phase's median over the repeats (and all the runs), so a noisy shared machine shows as spread.
 """
 from __future__ import annotations
