@@ -44,7 +44,7 @@ from scaling.cell import (VARIANTS, UnknownVariantError, check_variants,  # noqa
                           empty_result, run_cell)
 from scaling.context import CellSpec  # noqa: E402
 from scaling.presets import (ADAPTER_COUNTS, ScalingPreset, UnknownPresetError,  # noqa: E402
-                             preset)
+                             preset, with_limits)
 from scaling.report import (add_agreement, markdown_table, plot, summary_rows,  # noqa: E402
                             targets, write_csv)
 from scaling.workload import write_adapters, write_checkpoint, write_traces  # noqa: E402
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="device memory every variant may use, in copies of the model "
                              "weights (default: the preset's; lower it to make adapters and "
                              "KV cache compete)")
+    parser.add_argument("--max-batch", type=str, default="",
+                        help="running requests per engine step and PEFT batch size "
+                             "(default: the preset's)")
+    parser.add_argument("--token-budget", type=str, default="",
+                        help="prefill + decode tokens per engine step (default: the preset's)")
     parser.add_argument("--time-limit", type=str, default="",
                         help="seconds for the whole run: cells not started by then are "
                              "recorded as not run (default: none)")
@@ -194,6 +199,10 @@ def cell_specs(args: argparse.Namespace) -> tuple[ScalingPreset, list[CellSpec],
         raise BenchmarkArgumentError(f"--memory: must exceed {1 + chosen.reserve_multiple} "
                                      f"(the weights and the activation reserve), got "
                                      f"{args.memory!r}")
+    max_batch = int(_number("max-batch", args.max_batch, int, 1)) if args.max_batch else 0
+    token_budget = int(_number("token-budget", args.token_budget, int, 1)) \
+        if args.token_budget else 0
+    chosen = with_limits(chosen, max_batch, token_budget)  # as the cells will run it
     time_limit = float(_number("time-limit", args.time_limit, float, 0)) if args.time_limit \
         else float("inf")
     work = Path(args.work_dir) / chosen.name
@@ -202,7 +211,7 @@ def cell_specs(args: argparse.Namespace) -> tuple[ScalingPreset, list[CellSpec],
     adapters_dir = write_adapters(work / "adapters", chosen, max(counts))
     traces = write_traces(work / f"traces-{requests}", chosen, counts, requests)
     base = CellSpec("", 1, 0, chosen.name, device, threads, str(model_dir), str(adapters_dir),
-                    "", budget, peft_limit, args.profile, memory)
+                    "", budget, peft_limit, args.profile, memory, max_batch, token_budget)
     cells = [replace(base, variant=v, num_adapters=n, repeat=r, trace_dir=str(traces[n]))
              for r in range(repeats) for n in counts for v in variants]
     return chosen, cells, requests, time_limit

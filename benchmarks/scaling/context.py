@@ -17,13 +17,18 @@ from typing import Any
 
 import torch
 
+from manylora.engine.hf_loader import load_checkpoint
 from manylora.engine.model_config import ModelConfig, load_model_config
 from manylora.traces import Trace
 
-from scaling.presets import ScalingPreset, preset
+from scaling.presets import ScalingPreset, preset, with_limits
 from scaling.workload import load_trace, prompts, weights_bytes
 
 GPU_MEMORY_SHARE = 0.9  # of a GPU's memory, the most the budget may claim
+
+# checkpoints read in this process, by (folder, dtype): cells run in one process (--in-process)
+# and the merged baseline's copies read the model from disk once
+_CHECKPOINTS: dict[tuple[str, str], tuple[ModelConfig, dict[str, torch.Tensor]]] = {}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class CellSpec:
     peft_load_limit_s: float
     profile: bool = False    # cProfile the variant's run; the result carries the top entries
     memory_multiple: float = 0.0  # device memory in copies of the weights; 0 = the preset's
+    max_batch_size: int = 0  # running requests per engine step (and PEFT batch); 0 = preset's
+    token_budget: int = 0    # prefill + decode tokens per engine step; 0 = the preset's
 
     def __post_init__(self) -> None:
         if self.num_adapters < 1:
@@ -54,6 +61,9 @@ class CellSpec:
         if self.memory_multiple < 0:
             raise ValueError(f"CellSpec.memory_multiple must be >= 0, got "
                              f"{self.memory_multiple}")
+        for name in ("max_batch_size", "token_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"CellSpec.{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +91,8 @@ class CellContext:
 
     def __init__(self, spec: CellSpec) -> None:
         self.spec = spec
-        self.preset: ScalingPreset = preset(spec.preset)
+        self.preset: ScalingPreset = with_limits(preset(spec.preset), spec.max_batch_size,
+                                                 spec.token_budget)
         self.device = torch.device(spec.device)
         self.dtype: torch.dtype = getattr(torch, self.preset.dtype)
         self.model_dir = Path(spec.model_dir)
@@ -98,6 +109,15 @@ class CellContext:
         self.budget_bytes = self._budget()
         self._start = 0.0
         self._cpu_start = 0.0
+
+    def checkpoint(self) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+        """The model's config and weights in host memory, in the preset's dtype, read from
+        disk once per process; engines are built from it (``Engine.from_weights``): on the CPU
+        they share its tensors, on a GPU each copies them to the device."""
+        key = (str(self.model_dir), self.preset.dtype)
+        if key not in _CHECKPOINTS:
+            _CHECKPOINTS[key] = load_checkpoint(self.model_dir, self.dtype, torch.device("cpu"))
+        return _CHECKPOINTS[key]
 
     def _budget(self) -> int:
         budget = (self.spec.memory_multiple or self.preset.memory_multiple) * self.weights_bytes

@@ -67,7 +67,8 @@ class EngineVariant:
     def run(self, ctx: CellContext) -> Served:
         t0 = time.perf_counter()
         config = engine_config(ctx, ctx.pool_bytes, self.pool, self.lora_backend)
-        engine = Engine(ctx.model_dir, ctx.adapter_folders, config)
+        engine = Engine.from_weights(*ctx.checkpoint(), ctx.adapter_folders, config,
+                                     model_dir=ctx.model_dir)
         for adapter_id in ctx.used_adapters:
             engine.store.packed(adapter_id)
         served = Served(setup_s=time.perf_counter() - t0)

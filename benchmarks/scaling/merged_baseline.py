@@ -81,7 +81,11 @@ class MergedBaseline:
         t0 = time.perf_counter()
         count, pool_bytes = ctx.merged_copies()
         config = engine_config(ctx, pool_bytes)
-        copies = [MergedCopy(Engine(ctx.model_dir, None, config)) for _ in range(count)]
+        model_config, weights = ctx.checkpoint()
+        # each copy merges into weights of its own: copied from memory, not read from disk
+        copies = [MergedCopy(Engine.from_weights(
+            model_config, {k: w.to(ctx.device, ctx.dtype, copy=True) for k, w in weights.items()},
+            None, config, model_dir=ctx.model_dir)) for _ in range(count)]
         deltas = {aid: read_deltas(ctx.adapter_folders[aid], ctx.model_config)
                   for aid in ctx.used_adapters}
         touched = {(d.layer, d.weight) for ds in deltas.values() for d in ds}

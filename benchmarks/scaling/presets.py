@@ -10,7 +10,7 @@ holds (``merged_weight_share`` of the budget) and shares the rest among them for
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -82,6 +82,13 @@ PRESETS: Mapping[str, ScalingPreset] = MappingProxyType({p.name: p for p in (
         max_batch_size=4, token_budget=64, ranks=(4, 8), distinct_weights=64,
         peft_load_limit_s=60.0, cell_budget_s=60.0),
 )})
+
+
+def with_limits(chosen: ScalingPreset, max_batch_size: int = 0, token_budget: int = 0
+                ) -> ScalingPreset:
+    """``chosen`` with another batch limit and token budget (0 keeps the preset's)."""
+    return replace(chosen, max_batch_size=max_batch_size or chosen.max_batch_size,
+                   token_budget=token_budget or chosen.token_budget)
 
 
 class UnknownPresetError(ValueError):

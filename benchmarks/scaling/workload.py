@@ -2,7 +2,7 @@
 
 Everything is written once into a work folder and reused while its stamp (the preset's model,
 dtype, ranks and seed) matches. The checkpoint is a random Llama-family model in the real HF
-format (``make_tiny.random_weights``, stored in the preset's dtype). Adapters are real PEFT
+format (``make_tiny.write_model``, stored in the preset's dtype). Adapters are real PEFT
 folders ``adapters/<id>`` with ids 0..N-1, adapter i of rank ``ranks[i % len(ranks)]`` and
 lora_alpha 2 x rank on the preset's targets (the trace catalog's ``cycle`` rule, so the
 folders agree with every trace's adapters.csv). To keep 2,000 Llama-7B-sized adapters off the
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from manylora.engine.make_tiny import adapter_config_json, random_weights, write_adapter
+from manylora.engine.make_tiny import adapter_config_json, write_adapter, write_model
 from manylora.engine.model_config import ModelConfig, hf_weight_shapes, parse_model_config
 from manylora.engine.peft_loader import CONFIG_FILE, WEIGHTS_FILE
 from manylora.traces import (CatalogConfig, CycleRanks, PerRankAlpha, PoissonArrivals,
@@ -78,19 +77,13 @@ def _seeds(preset: ScalingPreset) -> tuple[np.random.SeedSequence, ...]:
 
 
 def write_checkpoint(folder: Path, preset: ScalingPreset) -> Path:
-    """config.json + model.safetensors of a random model in the preset's dtype."""
+    """config.json + safetensors of a random model in the preset's dtype, drawn and written a
+    shard at a time (``make_tiny.write_model``: a Llama-7B shape never sits in memory whole)."""
     stamp = _stamp(preset, "model")
     if _fresh(folder, stamp):
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    config = model_config(preset)
-    dtype = getattr(torch, preset.dtype)
-    weights = random_weights(config, np.random.default_rng(_seeds(preset)[0]))
-    tensors = {}
-    for key in list(weights):  # convert one at a time: a Llama-7B in fp32 is 27 GB
-        tensors[key] = torch.from_numpy(weights.pop(key)).to(dtype)
-    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(_config_json(preset), indent=2) + "\n")
+    (folder / STAMP).unlink(missing_ok=True)  # written back once the checkpoint is complete
+    write_model(folder, replace(preset.model, dtype=preset.dtype), seed=_seeds(preset)[0])
     (folder / STAMP).write_text(json.dumps(stamp))
     return folder
 
