@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from manylora.analysis.capacity import CapacityConfig, measure_capacity
 from manylora.analysis.compare import CompareConfig, Comparison, compare_runs
@@ -34,7 +35,8 @@ from manylora.analysis.style import save_figure
 from manylora.analysis.sweep_table import point_from_meta, sweep_rows
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
-from manylora.engine.replay import ReplayConfig, materialize_adapters, replay_trace
+from manylora.engine.profiler import hardware_info
+from manylora.engine.replay import ReplayConfig, materialize_adapters, replay_trace_fresh
 from manylora.engine.tiny_spec import TinyModelSpec
 from manylora.simulator.cost_model import fitted_cost_model, shipped_profile_path
 from manylora.simulator.profile_file import read_profile
@@ -117,8 +119,8 @@ def _validation(config: DemoConfig, setup: Deployment, engine: EngineConfig, cap
     used = sorted(int(a) for a in np.unique(trace.column("adapter_id")) if a >= 0)
     materialize_adapters(trace, used, model_config, model / "adapters", config.seed)
     log(f"replaying {trace.num_requests} requests over {len(used)} adapters on the engine ...")
-    replay_trace(folder / "trace", model, model / "adapters", folder / "engine",
-                 setup.engine_config(engine), ReplayConfig(seed=config.seed))
+    replay_trace_fresh(folder / "trace", model, model / "adapters", folder / "engine",
+                       setup.engine_config(engine), ReplayConfig(seed=config.seed))
     setup.simulate_run(trace, folder / "sim", config.seed)
     return compare_runs(read_run(folder / "engine"), read_run(folder / "sim"),
                         folder / "compare", CompareConfig(slo=config.slo,
@@ -126,8 +128,29 @@ def _validation(config: DemoConfig, setup: Deployment, engine: EngineConfig, cap
                         setup.cost_model)
 
 
+def _machine(hardware: dict) -> str:
+    name = hardware.get("device_name") or hardware.get("cpu_model") or "an unnamed machine"
+    return (f"{name} ({hardware.get('device', 'cpu')}, {hardware.get('cpu_affinity', '?')} "
+            f"usable cores, {hardware.get('torch_threads', '?')} torch threads)")
+
+
+def _profile_note(profile: Path, measured_on: dict, here: dict) -> str:
+    """Where the profile was measured and where the engine just ran: the comparison below
+    checks the simulator against this machine's engine only when the two are the same."""
+    same = all(measured_on.get(k) == here.get(k) for k in ("device", "cpu_model", "cpu_affinity"))
+    note = (f"The cost model is fitted from `{profile.name}`, measured on {_machine(measured_on)}; "
+            f"the engine replay below ran on {_machine(here)}.")
+    if same:
+        return note
+    return note + (" The machines differ, so the engine's speed can too and the comparison "
+                   "below measures how well the profile carries over, not the simulator: "
+                   "profile this machine (`manylora profile --model DIR -o profile.json`, "
+                   "e.g. on the demo's `model/`) and pass `--profile profile.json` to compare "
+                   "like with like.")
+
+
 def _report(config: DemoConfig, profile: Path, capacity: float, goodput: pd.DataFrame,
-            figures: list[str], validation: Comparison) -> str:
+            figures: list[str], validation: Comparison, profile_note: str) -> str:
     fidelity = validation.fidelity.assign(rel_error_pct=validation.fidelity["rel_error"] * 100)
     return "\n".join([
         "# manylora demo", "",
@@ -141,7 +164,7 @@ def _report(config: DemoConfig, profile: Path, capacity: float, goodput: pd.Data
         markdown_table(goodput), "", "## Figures", "",
         figure_links([f"figures/{n}" for n in figures], [FIGURE_CAPTIONS[n] for n in figures]),
         "",
-        "## Simulator vs engine on one trace", "",
+        "## Simulator vs engine on one trace", "", profile_note, "",
         markdown_table(fidelity[["metric", "A", "B", "rel_error_pct", "within_tolerance"]]),
         "", "A = engine replay, B = simulation of the same trace. Full comparison: "
         "[validation/compare/report.md](validation/compare/report.md). Every simulated run "
@@ -178,7 +201,10 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(),
     busiest = runs[config.policies[0], max(config.loads) * capacity, config.cv]
     figures = _figures(config, sweep, capacity, busiest, out)
     validation = _validation(config, setup, engine, capacity, out, log)
+    here = {**hardware_info(torch.device(engine.device)),
+            "torch_threads": engine.threads or torch.get_num_threads()}
+    note = _profile_note(profile_path, recorded.hardware, here)
     report = atomic_write_text(out / "report.md",
                                _report(config, profile_path, capacity, goodput, figures,
-                                       validation))
+                                       validation, note))
     return DemoResult(report, sweep, goodput, validation, capacity)

@@ -36,7 +36,7 @@ from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, V
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
-from manylora.engine.replay import ReplayConfig, replay_trace
+from manylora.engine.replay import ReplayConfig, replay_trace_fresh
 from manylora.engine.tiny_spec import TINY_DTYPES
 from manylora.simulator.cost_model import fitted_cost_model
 from manylora.simulator.fitted_cost_model import fit_profile
@@ -145,8 +145,9 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
     names = ["engine"] + [f"engine-{k + 1}" for k in range(1, config.engine_repeats)]
     before = _load_average()
     for name in names:
-        replay_trace(folder / "trace", model, None, folder / name, setup.engine_config(engine),
-                     ReplayConfig(materialize_missing=True, seed=config.seed))
+        replay_trace_fresh(folder / "trace", model, None, folder / name,
+                           setup.engine_config(engine),
+                           ReplayConfig(materialize_missing=True, seed=config.seed))
     machine_load = (before, _load_average())
     setup.simulate_run(trace, folder / "sim", config.seed)
     reference = read_run(folder / "engine")

@@ -36,7 +36,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# benchmarks/ goes last on sys.path, where Python put it first: scaling/ is imported from beside
+# this file, but benchmarks/kernels.py must not shadow Hugging Face's `kernels`, which
+# transformers 5.x imports
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE] + [str(_HERE)]
 
 import torch  # noqa: E402  (after the path: scaling/ is imported from beside this file)
 

@@ -19,13 +19,18 @@ grouping requests by adapter, which leaves PEFT batches of one or two, can lose)
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# benchmarks/ goes last on sys.path, where Python put it first: scaling/ is imported from beside
+# this file, but benchmarks/kernels.py must not shadow Hugging Face's `kernels`, which
+# transformers 5.x imports
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE] + [str(_HERE)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

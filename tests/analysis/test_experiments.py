@@ -4,18 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from manylora.analysis.capacity import CapacityConfig
 from manylora.analysis.cli import main
 from manylora.analysis.compare import compare_runs
-from manylora.analysis.demo import DemoConfig
+from manylora.analysis.demo import DemoConfig, _profile_note
 from manylora.analysis.run_folder import read_run
 from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity, run_validation,
                                        summary_table)
 from manylora.analysis.validate_workload import ValidateConfig, validation_trace
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
-from manylora.engine.profiler import ProfilerConfig
+from manylora.engine.profiler import ProfilerConfig, hardware_info
 from manylora.engine.serving_probes import ServingProbeConfig
 from tests.analysis.experiments import write_synthetic_profile
 from tests.analysis.figures import assert_labelled, assert_no_overlapping_text
@@ -127,3 +128,13 @@ def test_reduced_demo(tmp_path, capsys):
     assert engine.meta["engine"]["device"] == "cpu"
     text = (out / "report.md").read_text()
     assert "## Goodput" in text and "validation/compare/report.md" in text
+    # the synthetic profile names no CPU: the report must not pass it off as this machine's
+    assert "how well the profile carries over" in text
+
+
+def test_demo_says_whether_profile_and_replay_share_a_machine(tmp_path):
+    here = hardware_info(torch.device("cpu"))
+    assert "differ" not in _profile_note(tmp_path / "p.json", here, dict(here))
+    elsewhere = {**here, "cpu_model": "another CPU"}
+    note = _profile_note(tmp_path / "p.json", elsewhere, here)
+    assert "differ" in note and "another CPU" in note and "manylora profile" in note

@@ -2,7 +2,7 @@
 
 On a GPU (one command, about two minutes on an H200):
 
-    python benchmarks/kernel_times.py --out kernels.md
+    python benchmarks/kernels.py --out kernels.md
 
 times, for 1..1,024 distinct adapters with Llama-7B widths (hidden 4096, one 4096x4096 target)
 and ranks 8..128 (uniform and mixed), the LoRA decode and prefill ops of the default backend
