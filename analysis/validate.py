@@ -36,7 +36,7 @@ from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, V
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
-from manylora.engine.replay import ReplayConfig, replay_trace_fresh
+from manylora.engine.replay import ReplayConfig, in_fresh_process, replay_trace_fresh
 from manylora.engine.tiny_spec import TINY_DTYPES
 from manylora.simulator.cost_model import fitted_cost_model
 from manylora.simulator.fitted_cost_model import fit_profile
@@ -97,7 +97,8 @@ def ensure_model(model_dir: str | Path | None, model_shape: str | None, work: Pa
 def profile_and_fit(model: Path, engine: EngineConfig, profiler: ProfilerConfig, out: Path,
                     log: Log) -> Path:
     log(f"profiling the engine ({model}) ...")
-    measured = profile_engine(model, None, engine, profiler)
+    # in a process of its own, like every replay it will be compared with
+    measured = in_fresh_process(profile_engine, model, None, engine, profiler)
     path = out / "profile.json"
     profile = profile_from_dict(measured, str(path))
     fit = fit_profile(profile)
