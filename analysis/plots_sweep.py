@@ -22,7 +22,7 @@ from manylora.analysis.style import (REFERENCE_COLOR, fit_left_title, legend_out
 from manylora.analysis.sweep_table import KEY_COLUMNS, SweepTableError, key_columns
 
 def _format(value: object) -> str:
-    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
+    return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 def _describe(keys: dict[str, object]) -> list[str]:
