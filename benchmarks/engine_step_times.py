@@ -8,8 +8,7 @@ engine_scaling preset's model and adapter ranks: for manylora the runner builds 
 metadata, runs the model over the pool and the sampler picks the tokens (what ``Engine.step``
 times, less the scheduler); for HF + PEFT, ``model(...)`` on one new token per row over a KV
 cache of the same length, with one adapter active (what each step of the PEFT baseline's
-``generate`` costs). One more manylora variant swaps the CPU decode attention for a proposed
-SDPA-based one (``decode_attention_sdpa``), to size that change. Cases are interleaved in a
+``generate`` costs); the padded-LoRA ablation at the largest batch. Cases are interleaved in a
 fresh random order on each repeat, so a busy spell of a shared machine spreads over all of
 them; the table quotes medians. Two ratios decide engine_scaling's targets: manylora's step
 with a batch of many distinct adapters against one with a single adapter (throughput at 2,000
@@ -43,43 +42,12 @@ from manylora.engine.model_shape import PoolLayout  # noqa: E402
 from manylora.engine.pool_tensors import PoolTensors  # noqa: E402
 from manylora.engine.runner import Runner, fill_synthetic_adapters, synthetic_rows  # noqa: E402
 from manylora.engine.sampling import Sampler, SamplingParams  # noqa: E402
-from manylora.kernels import attention_ops  # noqa: E402
-from manylora.kernels.backends import (AttentionBackend, attention_backend,  # noqa: E402
-                                       lora_backend)
-from manylora.kernels.batch_meta import BatchMeta  # noqa: E402
-from manylora.kernels.paged_decode_attention import kv_geometry  # noqa: E402
+from manylora.kernels.backends import attention_backend, lora_backend  # noqa: E402
 
 from scaling.presets import preset  # noqa: E402
 from scaling.workload import write_adapters, write_checkpoint  # noqa: E402
 
 BATCHES = (1, 8, 32)
-
-
-def decode_attention_sdpa(q: torch.Tensor, pool_layer: torch.Tensor, meta: BatchMeta,
-                          scale: float) -> torch.Tensor:
-    """A proposed CPU decode attention (for the kernels owner to judge): the reference's page
-    gather, then one masked SDPA call instead of two einsums and two masked_fills. Masked
-    positions get probability 0, so V needs no zeroing as long as pool pages hold finite
-    values (the pool starts zeroed). q: [D, H, head_dim] -> [D, H, head_dim]."""
-    num_reqs, num_heads, head_dim = q.shape
-    tokens_per_page, n = meta.tokens_per_page, meta.max_context_len
-    kv_heads, group = kv_geometry(q, pool_layer, tokens_per_page)
-    num_pages = -(-n // tokens_per_page)
-    pages = meta.kv_page_table[:, :num_pages].reshape(-1).long()
-    kv = pool_layer.index_select(0, pages).view(num_reqs, num_pages, 2, tokens_per_page,
-                                                kv_heads, head_dim)
-    k = kv[:, :, 0].reshape(num_reqs, -1, kv_heads, head_dim)[:, :n].transpose(1, 2)
-    v = kv[:, :, 1].reshape(num_reqs, -1, kv_heads, head_dim)[:, :n].transpose(1, 2)
-    live = torch.arange(n, device=q.device)[None, :] < meta.context_lens.long()[:, None]
-    out = torch.nn.functional.scaled_dot_product_attention(
-        q.float().unsqueeze(2), k.float(), v.float(), attn_mask=live[:, None, None, :],
-        scale=scale, enable_gqa=group > 1)  # [D, H, 1, head_dim]
-    return out.squeeze(2).to(q.dtype)
-
-
-SDPA_DECODE = AttentionBackend("torch+sdpa-decode", decode_attention_sdpa,
-                               attention_ops.prefill_attention_torch,
-                               attention_ops.kv_store_torch)
 
 
 def manylora_cases(model_dir: Path, name: str, context: int, rng: np.random.Generator
@@ -99,8 +67,7 @@ def manylora_cases(model_dir: Path, name: str, context: int, rng: np.random.Gene
     shapes = [(batch, adapters, chosen.ranks) for batch in BATCHES
               for adapters in sorted({0, 1, batch})]
     shapes.append((max(BATCHES), max(BATCHES), (min(chosen.ranks),)))  # many, all smallest
-    variants = (("torch", attention_backend("torch")), ("padded", attention_backend("torch")),
-                ("torch, SDPA decode (proposed)", SDPA_DECODE))
+    variants = (("torch", attention_backend("torch")), ("padded", attention_backend("torch")))
     for backend, attention in variants:
         runner = Runner(LlamaModel(config, weights, lora_backend(backend.split(",")[0]),
                                    attention), pool)

@@ -181,7 +181,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax_t.yaxis.set_major_formatter(plain)
     ax_t.yaxis.set_minor_formatter(plain)
-    ax_t.legend(fontsize=8)
+    if ax_t.get_legend_handles_labels()[0]:  # nothing to name when no cell served
+        ax_t.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
 
