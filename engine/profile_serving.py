@@ -26,12 +26,11 @@ from typing import Any, Sequence
 from manylora.engine.engine import Engine
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.model_config import load_model_config
-from manylora.engine.replay import ReplayConfig, drive, materialize_adapters
-from manylora.engine.request import Request
+from manylora.engine.replay import ReplayConfig, drive, in_fresh_process, materialize_adapters
 from manylora.engine.run_folder import STEP_COLUMNS, StepLog
-from manylora.engine.serving_probes import BURST_RATE, ServingProbeConfig, saturation_throughput
+from manylora.engine.serving_probes import (BURST_RATE, SATURATION_PROBE, ServingProbeConfig,
+                                            saturation_throughput)
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS
-from manylora.traces.trace import Trace
 
 
 def _steps(log: StepLog) -> dict[str, list]:
@@ -43,33 +42,40 @@ def _steps(log: StepLog) -> dict[str, list]:
     return out
 
 
-def _renumbered(trace: Trace, first_id: int) -> Trace:
-    """The trace with request ids from ``first_id`` on (probes share one engine)."""
-    return Trace(trace.requests.assign(request_id=trace.requests["request_id"] + first_id),
-                 trace.adapters, trace.meta)
+def _probe(model_dir: str | Path, engine_config: EngineConfig, config: ServingProbeConfig,
+           targets: Sequence[str], folders: dict[int, Path], seed: int, index: int, name: str,
+           rate: float, n: int) -> tuple[dict[str, Any], float]:
+    """One probe on an engine of its own: its profile entry and its completion rate while
+    requests waited (the saturation throughput, for the saturation probe)."""
+    engine = Engine(model_dir, folders, engine_config)
+    trace = config.trace(rate, n, index, targets)
+    log = StepLog()
+    drive(engine, trace, ReplayConfig(seed=seed), log)
+    served = [engine.requests[int(i)] for i in trace.column("request_id")]
+    return ({"probe": name, "offered_rps": rate, "requests": n, "steps": _steps(log)},
+            saturation_throughput(served))
 
 
 def run_serving_probes(model_dir: str | Path, engine_config: EngineConfig,
                        config: ServingProbeConfig, targets: Sequence[str], scratch: Path,
                        seed: int) -> dict[str, Any]:
-    """Replay the probes on one engine; the profile's ``serving`` entry."""
+    """Replay the probes, each on a fresh engine in a fresh process (``in_fresh_process``: on
+    a small CPU, work that followed other work in one process ran up to ~10% slower, and the
+    replays the profile is compared with run in fresh processes); the profile's ``serving``
+    entry."""
     catalog = config.trace(1.0, 1, 0, targets)  # every probe's trace has this catalog
     folders = materialize_adapters(catalog, list(catalog.adapters["adapter_id"]),
                                    load_model_config(model_dir), scratch, seed)
-    engine = Engine(model_dir, folders, engine_config)
-    replay = ReplayConfig(seed=seed)
     probes: list[dict[str, Any]] = []
 
-    def run(name: str, rate: float, n: int) -> list[Request]:
-        # probes share the engine, so request ids continue where the last probe's ended
-        trace = _renumbered(config.trace(rate, n, len(probes), targets), len(engine.requests))
-        log = StepLog()
-        drive(engine, trace, replay, log)
-        probes.append({"probe": name, "offered_rps": rate, "requests": n,
-                       "steps": _steps(log)})
-        return [engine.requests[int(i)] for i in trace.column("request_id")]
+    def run(name: str, rate: float, n: int) -> float:
+        probe, completion_rate = in_fresh_process(_probe, model_dir, engine_config, config,
+                                                  targets, folders, seed, len(probes), name,
+                                                  rate, n)
+        probes.append(probe)
+        return completion_rate
 
-    saturation = saturation_throughput(run("saturation", BURST_RATE, config.burst_requests))
+    saturation = run(SATURATION_PROBE, BURST_RATE, config.burst_requests)
     for load in config.loads:
         rate = load * saturation
         run(f"load-{load:g}", rate, max(config.min_requests, int(round(rate * config.seconds))))

@@ -46,7 +46,6 @@ from manylora.engine.peft_loader import WEIGHTS_FILE
 from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.profile_grid import GridConfig, GridPoint, build_grid
 from manylora.engine.profile_serving import run_serving_probes
-from manylora.engine.replay import in_fresh_process
 from manylora.engine.serving_probes import ServingProbeConfig
 from manylora.engine.runner import Runner, fill_synthetic_adapters, synthetic_rows
 from manylora.engine.sampling import Sampler, SamplingParams
@@ -274,10 +273,8 @@ def profile_engine(model_dir: str | Path, adapters: str | Path | Mapping[int, Pa
         serving = None
         if config.serving is not None:
             targets = measured["settings"]["lora_targets"]
-            # in a process of its own, as validate replays: steps after other work in the
-            # same process ran slower (replay.in_fresh_process)
-            serving = in_fresh_process(run_serving_probes, model_dir, engine, config.serving,
-                                       targets, Path(scratch) / "serving", config.seed)
+            serving = run_serving_probes(model_dir, engine, config.serving, targets,
+                                         Path(scratch) / "serving", config.seed)
     settings = dict(measured.pop("settings"),
                     serving=None if config.serving is None else config.serving.to_dict())
     return {"format": FORMAT, "format_version": FORMAT_VERSION,

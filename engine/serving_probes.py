@@ -14,6 +14,12 @@ from manylora.traces import (CatalogConfig, CycleRanks, GammaArrivals, TraceConf
                              UniformLengths, UniformPopularity, generate_trace)
 from manylora.traces.trace import Trace
 
+# The burst that measures saturation throughput. Its steps are stored but not fitted: its first
+# step prefills the whole token budget at once (8,180 tokens, 27% of the probe's busy time on
+# this CPU), a shape open-loop serving does not produce, and a linear fit that matched that
+# probe's busy time over-predicted the mixed prefill+decode steps of real overload by ~15%.
+SATURATION_PROBE = "saturation"
+
 BURST_RATE = 1e6  # requests per second: the saturation probe's requests arrive at once
 
 

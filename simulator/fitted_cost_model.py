@@ -63,9 +63,10 @@ def _load_model(profile: Profile) -> AdapterLoadModel:
 def _serving(profile: Profile, form: str, loads: AdapterLoadModel,
              folds: int) -> ServingSteps | None:
     """The profile's serving steps for ``form``, blocking copies taken off their durations."""
-    if profile.serving is None:
+    calibration = profile.serving.calibration() if profile.serving is not None else None
+    if calibration is None:
         return None
-    shapes, seconds, probe = profile.serving.arrays()
+    shapes, seconds, probe = calibration.arrays()
     copies = (shapes[:, _LOADS[0]] * loads.host.latency_s
               + shapes[:, _LOADS[1]] / loads.host.bytes_per_s)
     return serving_steps(design_matrix(form, shapes), seconds - copies, probe, folds)
@@ -92,7 +93,8 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
     # The same folds for every candidate, so they are compared on the same held-out points.
     split = fold_indices(len(seconds), folds, np.random.default_rng(seed))
     loads = _load_model(profile)
-    names = [p.name for p in profile.serving.probes] if profile.serving is not None else []
+    calibration = profile.serving.calibration() if profile.serving is not None else None
+    names = [p.name for p in calibration.probes] if calibration is not None else []
     weights = SERVING_WEIGHTS if names else (0.0,)
     grid_cv: dict[tuple[str, float], dict[str, float]] = {}
     probe_cv: dict[tuple[str, float], dict[str, dict[str, float]]] = {}

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from manylora.engine.model_shape import TARGETS, ModelShape
+from manylora.engine.serving_probes import SATURATION_PROBE
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_base import CostModelError
 from manylora.traces.atomic_io import atomic_write_text
@@ -79,6 +80,12 @@ class Serving:
 
     saturation_rps: float
     probes: tuple[ServingProbe, ...]
+
+    def calibration(self) -> "Serving | None":
+        """The probes a cost model is fitted on: the open-loop ones (``SATURATION_PROBE``
+        measures throughput only); None when there are none."""
+        kept = tuple(p for p in self.probes if p.name != SATURATION_PROBE)
+        return replace(self, probes=kept) if kept else None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shapes [n, fields], durations [n] and each step's probe index [n]."""

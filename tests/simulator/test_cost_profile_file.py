@@ -56,6 +56,12 @@ def test_serving_probes_round_trip_as_columns(tmp_path):
     assert small_profile().serving is None  # profiles before serving probes still read
 
 
+def test_fits_calibrate_on_the_open_loop_probes_only():
+    assert [p.name for p in SERVING.calibration().probes] == ["load-0.5"]
+    assert SERVING.calibration().saturation_rps == SERVING.saturation_rps
+    assert Serving(40.0, SERVING.probes[:1]).calibration() is None
+
+
 def test_write_replaces_an_existing_file(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("old")
