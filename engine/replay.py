@@ -200,7 +200,6 @@ def replay_trace(trace_dir: str | Path, model_dir: str | Path, adapters_dir: str
                             _meta(trace, engine, engine_config, replay))
 
 
-
 def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)`` in a new Python process of its own (spawned: nothing inherited but the
     environment), so that a measurement is not coloured by what this process did before. On a
