@@ -60,7 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="relative error allowed (default %(default)s)")
     p.add_argument("--engine-repeats", type=int, default=1, metavar="N",
                    help="replay each trace N times; with 2 the report shows the engine's own "
-                        "run-to-run difference beside the simulator's (default 1)")
+                        "run-to-run difference beside the simulator's; with 3 or more the "
+                        "simulator is compared with the replay of median speed (default 1)")
     p.add_argument("--quick-profile", action="store_true",
                    help="profile a small grid (smoke runs; the fit is rougher)")
     p.add_argument("--seed", type=int, default=0, help="seed of traces and profile")

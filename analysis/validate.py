@@ -28,7 +28,7 @@ from manylora.analysis.compare import FIDELITY_METRICS, CompareConfig, Compariso
 from manylora.analysis.experiment import Deployment, requests_frame
 from manylora.analysis.outputs import write_csv
 from manylora.analysis.report import figure_links, markdown_table
-from manylora.analysis.run_folder import read_run
+from manylora.analysis.run_folder import Run, read_run
 from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, legend_outside, new_figure,
                                      save_figure, styled)
 from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, ValidateConfig,
@@ -54,14 +54,15 @@ class ValidationError(ValueError):
 
 @dataclass(frozen=True)
 class LevelResult:
-    """One load level: simulation vs engine, and a second engine replay vs the first (the
-    machine's run-to-run noise) when the engine was replayed twice."""
+    """One load level: simulation vs engine, and another engine replay vs the one compared
+    (the machine's run-to-run noise) when the engine was replayed more than once."""
 
     rate_rps: float
     requests: int
     comparison: Comparison
     repeat: Comparison | None = None
     machine_load: tuple[float, float] = (math.nan, math.nan)  # 1-min load avg, before/after
+    reference: str = "engine"  # the replay compared with the simulator (reference_replay)
 
 
 @dataclass(frozen=True)
@@ -151,16 +152,33 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
                            ReplayConfig(materialize_missing=True, seed=config.seed))
     machine_load = (before, _load_average())
     setup.simulate_run(trace, folder / "sim", config.seed)
-    reference = read_run(folder / "engine")
-    comparison = compare_runs(reference, read_run(folder / "sim"), folder / "compare",
+    runs = {name: read_run(folder / name) for name in names}
+    reference, farthest = reference_replay(runs)
+    comparison = compare_runs(runs[reference], read_run(folder / "sim"), folder / "compare",
                               CompareConfig(tolerance=config.tolerance,
                                             labels=("engine", "simulator")), setup.cost_model)
     repeat = None
-    if len(names) > 1:
-        repeat = compare_runs(reference, read_run(folder / names[1]), folder / "engine-repeat",
+    if farthest is not None:
+        repeat = compare_runs(runs[reference], runs[farthest], folder / "engine-repeat",
                               CompareConfig(tolerance=config.tolerance,
-                                            labels=("engine", "engine again")))
-    return LevelResult(rate, n, comparison, repeat, machine_load)
+                                            labels=(reference, farthest)))
+    return LevelResult(rate, n, comparison, repeat, machine_load, reference)
+
+
+def reference_replay(runs: dict[str, Run]) -> tuple[str, str | None]:
+    """Which engine replay the simulator is compared with, and which one shows the machine's
+    spread. One replay: itself, none. Two: the first, the second. Three or more: the replay of
+    median mean step time (steps tile a replay's time, so a machine that runs slower shows as
+    longer steps), and the replay whose mean step lies farthest from it; on a shared machine a
+    neighbour's work then moves one replay, not the comparison."""
+    names = list(runs)
+    speed = {name: float(run.steps["duration_s"].mean()) for name, run in runs.items()}
+    if len(names) < 3:
+        return names[0], (names[1] if len(names) > 1 else None)
+    reference = sorted(names, key=speed.__getitem__)[(len(names) - 1) // 2]
+    farthest = max((n for n in names if n != reference),
+                   key=lambda n: abs(speed[n] - speed[reference]))
+    return reference, farthest
 
 
 def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
@@ -172,7 +190,8 @@ def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
                  if result.repeat is not None else {})
         for row in result.comparison.fidelity.itertuples(index=False):
             rows.append({"load": level, "rate_rps": result.rate_rps,
-                         "requests": result.requests, "metric": row.metric, "engine": row.A,
+                         "requests": result.requests, "engine_run": result.reference,
+                         "metric": row.metric, "engine": row.A,
                          "simulator": row.B, "rel_error": row.rel_error,
                          "within_tolerance": bool(row.within_tolerance),
                          "engine_noise": float(noise.get(row.metric, math.nan))})
@@ -266,9 +285,11 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, steps: pd.DataFrame,
         f"{', '.join(map(str, config.ranks))} (uniform popularity)", "",
         f"## Fidelity: {verdict} (tolerance {config.tolerance:.0%})", "",
         markdown_table(table), "",
-        "`engine_noise_pct`: a second replay of the same trace on the engine, relative to the "
-        "first - the machine's own run-to-run spread, which bounds the fidelity one can "
-        "demonstrate here (empty unless `--engine-repeats 2`).", "",
+        "`engine_noise_pct`: another replay of the same trace on the engine, relative to the "
+        "one compared (with 3 or more replays: the replay of median mean step time, against "
+        "the one farthest from it) - the machine's own run-to-run spread, which bounds the "
+        "fidelity one can demonstrate here (empty unless `--engine-repeats` is 2 or more).",
+        "",
         "## Step times", "",
         markdown_table(steps), "",
         "`model_busy_bias_pct`: the cost model's total over the engine's own steps, relative "

@@ -1,6 +1,8 @@
 """validate and demo end to end at toy size: real engine replays, real simulations, reports."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,9 +12,9 @@ from manylora.analysis.capacity import CapacityConfig
 from manylora.analysis.cli import main
 from manylora.analysis.compare import compare_runs
 from manylora.analysis.demo import DemoConfig, _profile_note
-from manylora.analysis.run_folder import read_run
-from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity, run_validation,
-                                       summary_table)
+from manylora.analysis.run_folder import Run, read_run
+from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity,
+                                       reference_replay, run_validation, summary_table)
 from manylora.analysis.validate_workload import ValidateConfig, validation_trace
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
@@ -92,8 +94,9 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
         assert (tmp_path / folder / "engine-2" / "requests.csv").is_file()
     report = result.report.read_text()
     assert "## Fidelity:" in report and (tmp_path / "fidelity.png").is_file()
-    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 9)
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 10)
     assert result.summary["engine_noise"].notna().all()
+    assert set(result.summary["engine_run"]) == {"engine"}  # two replays: the first
 
 
 def test_ensure_model_refuses_unknown_shapes(tmp_path):
@@ -138,3 +141,16 @@ def test_demo_says_whether_profile_and_replay_share_a_machine(tmp_path):
     elsewhere = {**here, "cpu_model": "another CPU"}
     note = _profile_note(tmp_path / "p.json", elsewhere, here)
     assert "differ" in note and "another CPU" in note and "manylora profile" in note
+
+
+def test_the_median_speed_replay_is_compared_and_the_farthest_shows_the_noise():
+    def run(name: str, step_s: float) -> Run:
+        return Run(Path(name), pd.DataFrame(), pd.DataFrame({"duration_s": [step_s] * 3}))
+
+    assert reference_replay({"engine": run("a", 0.01)}) == ("engine", None)
+    assert reference_replay({"engine": run("a", 0.03), "engine-2": run("b", 0.01)}) == \
+        ("engine", "engine-2")
+    runs = {"engine": run("a", 0.012), "engine-2": run("b", 0.010), "engine-3": run("c", 0.0105),
+            "engine-4": run("d", 0.011), "engine-5": run("e", 0.0108)}
+    # sorted by mean step: b .0100, c .0105, e .0108, d .0110, a .0120 -> median e; a farthest
+    assert reference_replay(runs) == ("engine-5", "engine")
