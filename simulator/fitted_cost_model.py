@@ -37,7 +37,7 @@ from manylora.simulator.cost_fit import (ServingSteps, busy_errors_pct, design_m
                                          overhead_terms, serving_steps, weighted_fit)
 from manylora.simulator.cost_terms import (FORMS, UnknownFormError, form_terms, term_columns,
                                            term_gates)
-from manylora.simulator.profile_file import Profile, ProfileError
+from manylora.simulator.profile_file import Profile, ProfileError, Serving
 
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 0
@@ -60,10 +60,9 @@ def _load_model(profile: Profile) -> AdapterLoadModel:
                       [float(np.mean(a.disk_to_host_s)) for a in profile.adapter_loads]))
 
 
-def _serving(profile: Profile, form: str, loads: AdapterLoadModel,
+def _serving(calibration: Serving | None, form: str, loads: AdapterLoadModel,
              folds: int) -> ServingSteps | None:
-    """The profile's serving steps for ``form``, blocking copies taken off their durations."""
-    calibration = profile.serving.calibration() if profile.serving is not None else None
+    """The calibration probes' steps for ``form``, blocking copies taken off their durations."""
     if calibration is None:
         return None
     shapes, seconds, probe = calibration.arrays()
@@ -99,7 +98,7 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
     grid_cv: dict[tuple[str, float], dict[str, float]] = {}
     probe_cv: dict[tuple[str, float], dict[str, dict[str, float]]] = {}
     for form in FORMS:
-        design, serving = design_matrix(form, shapes), _serving(profile, form, loads, folds)
+        design, serving = design_matrix(form, shapes), _serving(calibration, form, loads, folds)
         for w in weights:
             grid, steps = held_out_predictions(design, seconds, split, serving, w,
                                                overhead_terms(form))
@@ -111,7 +110,7 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
         first = _rms_bias(probe_cv[candidate]) if names else grid_cv[candidate]["mape_pct"]
         return first, grid_cv[candidate]["mape_pct"], len(FORMS[candidate[0]])
     best, weight = min(grid_cv, key=score)
-    design, serving = design_matrix(best, shapes), _serving(profile, best, loads, folds)
+    design, serving = design_matrix(best, shapes), _serving(calibration, best, loads, folds)
     fit = weighted_fit(design, seconds, serving, weight, overhead_terms(best))
     terms = list(FORMS[best])
     result = {
