@@ -11,6 +11,7 @@ on a side stream with an event when they are prefetches, so they overlap compute
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -153,3 +154,20 @@ def adapter_folders(adapters: str | Path | Mapping[int, str | Path] | Iterable[s
         return {int(p.name): p for p in sorted(root.iterdir(), key=lambda p: p.name)
                 if p.is_dir() and p.name.isdigit()}
     return {i: Path(p) for i, p in enumerate(adapters)}
+
+
+def representative_targets(store: AdapterStore) -> tuple[str, ...]:
+    """The adapters' target set whose LoRA width (sum of d_in + d_out) is nearest their mean.
+
+    Step shapes count ranks, not targets, so the grid's synthetic adapters all use one target
+    set; this one makes the per-rank LoRA cost of a mixed folder right on average.
+    """
+    shape = store.layout.shape
+    sets = Counter(tuple(t for t in TARGETS if t in a.ranks) for a in store.adapters.values())
+    if not sets:
+        return ("q", "k", "v", "o")
+
+    def width(targets: tuple[str, ...]) -> int:
+        return sum(sum(shape.target_dims(t)) for t in targets)
+    mean = sum(width(s) * n for s, n in sets.items()) / sum(sets.values())
+    return min(sorted(sets), key=lambda s: (abs(width(s) - mean), -len(s)))

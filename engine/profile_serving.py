@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from manylora.engine.anchor_config import anchor_record
 from manylora.engine.engine import Engine
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.model_config import load_model_config
@@ -50,10 +51,12 @@ def _probe(model_dir: str | Path, engine_config: EngineConfig, config: ServingPr
     engine = Engine(model_dir, folders, engine_config)
     trace = config.trace(rate, n, index, targets)
     log = StepLog()
-    drive(engine, trace, ReplayConfig(seed=seed), log)
+    passes = drive(engine, trace, ReplayConfig(seed=seed, anchor=config.anchor), log)
     served = [engine.requests[int(i)] for i in trace.column("request_id")]
-    return ({"probe": name, "offered_rps": rate, "requests": n, "steps": _steps(log)},
-            saturation_throughput(served))
+    entry = {"probe": name, "offered_rps": rate, "requests": n, "steps": _steps(log)}
+    if config.anchor is not None:
+        entry["anchor"] = anchor_record(config.anchor, passes)
+    return entry, saturation_throughput(served)
 
 
 def run_serving_probes(model_dir: str | Path, engine_config: EngineConfig,

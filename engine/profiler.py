@@ -25,7 +25,6 @@ import platform
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from manylora.engine.adapter_store import AdapterStore, adapter_folders
+from manylora.engine.adapter_store import (AdapterStore, adapter_folders,
+                                           representative_targets)
 from manylora.engine.catalog import AdapterCatalog
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.hf_loader import load_checkpoint
@@ -47,7 +47,8 @@ from manylora.engine.pool_tensors import PoolTensors
 from manylora.engine.profile_grid import GridConfig, GridPoint, build_grid
 from manylora.engine.profile_serving import run_serving_probes
 from manylora.engine.serving_probes import ServingProbeConfig
-from manylora.engine.runner import Runner, fill_synthetic_adapters, synthetic_rows
+from manylora.engine.runner import (Runner, fill_synthetic_adapters, synchronize,
+                                   synthetic_rows)
 from manylora.engine.sampling import Sampler, SamplingParams
 
 FORMAT = "manylora-profile"
@@ -85,32 +86,13 @@ class ProfilerConfig:
                    max_load_adapters=4, serving=ServingProbeConfig.quick(), seed=seed)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type != "cpu":
-        torch.accelerator.synchronize(device)
-
-
-def representative_targets(store: AdapterStore) -> tuple[str, ...]:
-    """The adapters' target set whose LoRA width (sum of d_in + d_out) is nearest their mean.
-
-    Step shapes count ranks, not targets, so the grid's synthetic adapters all use one target
-    set; this one makes the per-rank LoRA cost of a mixed folder right on average.
-    """
-    shape = store.layout.shape
-    sets = Counter(tuple(t for t in TARGETS if t in a.ranks) for a in store.adapters.values())
-    if not sets:
-        return ("q", "k", "v", "o")
-
-    def width(targets: tuple[str, ...]) -> int:
-        return sum(sum(shape.target_dims(t)) for t in targets)
-    mean = sum(width(s) * n for s, n in sets.items()) / sum(sets.values())
-    return min(sorted(sets), key=lambda s: (abs(width(s) - mean), -len(s)))
-
-
-def _timed_steps(runner: Runner, sampler: Sampler, layout: PoolLayout, num_pages: int,
-                 points: list[GridPoint], targets: tuple[str, ...], vocab: int,
-                 config: ProfilerConfig, rng: np.random.Generator,
-                 tick: Callable[[], None]) -> list[list[float]]:
+def time_points(runner: Runner, sampler: Sampler, layout: PoolLayout, num_pages: int,
+                points: list[GridPoint], targets: tuple[str, ...], vocab: int, warmup: int,
+                repeats: int, rng: np.random.Generator,
+                tick: Callable[[], None] = lambda: None) -> list[list[float]]:
+    """Seconds of each of ``repeats`` timed runs of every point, as ``Engine.step`` runs a
+    step (BatchMeta, model, sampler); passes over the points in a fresh random order each
+    time, the first ``warmup`` passes discarded."""
     rows = []
     for point in points:
         r = synthetic_rows(layout, num_pages, point.prefill_lens, point.context_lens,
@@ -119,14 +101,14 @@ def _timed_steps(runner: Runner, sampler: Sampler, layout: PoolLayout, num_pages
         rows.append(r)
     greedy = SamplingParams()
     times: list[list[float]] = [[] for _ in points]
-    for p in range(config.warmup + config.repeats):
+    for p in range(warmup + repeats):
         for i in rng.permutation(len(points)):
             params = [greedy] * rows[i].num_requests
-            _synchronize(runner.device)
+            synchronize(runner.device)
             start = time.perf_counter()
             sampler.sample(runner.run(rows[i]), params, [None] * len(params))
             elapsed = time.perf_counter() - start
-            if p >= config.warmup:
+            if p >= warmup:
                 times[i].append(elapsed)
             tick()
     return times
@@ -156,10 +138,10 @@ def _timed_loads(store: AdapterStore, catalog: AdapterCatalog, pool: PoolTensors
             start = time.perf_counter()
             store.packed(adapter_id)
             disk.append(time.perf_counter() - start)
-            _synchronize(store.device)
+            synchronize(store.device)
             start = time.perf_counter()
             store.copy_to_pool(adapter_id, pages, pool, blocking=True)
-            _synchronize(store.device)
+            synchronize(store.device)
             host.append(time.perf_counter() - start)
             tick()
         loads.append({"rank": catalog.rank[adapter_id],
@@ -241,8 +223,9 @@ def _grid_and_loads(model_dir: str | Path, adapters: str | Path | Mapping[int, P
     total = len(points) * (config.warmup + config.repeats) + loaded * (config.load_repeats + 1)
     with tqdm(total=total, desc="profile", unit="step", disable=not progress,
               file=sys.stderr) as bar:
-        times = _timed_steps(runner, Sampler(device), layout, num_pages, points, targets,
-                             model_config.vocab_size, config, rng, bar.update)
+        times = time_points(runner, Sampler(device), layout, num_pages, points, targets,
+                            model_config.vocab_size, config.warmup, config.repeats, rng,
+                            bar.update)
         loads = _timed_loads(store, catalog, pool, config, bar.update)
     return {
         "model": asdict(shape),

@@ -23,10 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from manylora.engine.anchor import AnchorRunner
+from manylora.engine.anchor_config import AnchorConfig, anchor_record
 from manylora.engine.engine import Engine, StepRecord
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import adapter_config_json, write_adapter
 from manylora.engine.model_config import ModelConfig, load_model_config
+from manylora.engine.adapter_store import representative_targets
 from manylora.engine.run_folder import StepLog, versions, write_run_folder
 from manylora.engine.sampling import SamplingParams
 from manylora.traces import Trace, read_trace
@@ -44,6 +47,7 @@ class ReplayConfig:
     materialize_missing: bool = False
     seed: int = 0                    # prompt token ids and materialised adapters
     progress: bool = False           # tqdm bar on stderr
+    anchor: AnchorConfig | None = None  # speed anchors, clock paused (engine/anchor_config.py)
 
     def __post_init__(self) -> None:
         if not self.time_scale > 0:
@@ -124,14 +128,24 @@ def _log_step(log: StepLog, record: StepRecord, aborted: int, end_s: float) -> N
     log.add(0, record.plan, record.start_s, end_s - record.start_s, aborted)
 
 
-def drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> None:
-    """Submit requests at their arrival times and step the engine until all are done.
+def anchor_runner(engine: Engine, config: AnchorConfig) -> AnchorRunner:
+    """The anchor's batches beside ``engine``'s model, on the targets of its adapters."""
+    return AnchorRunner(engine.model, engine.layout, engine.dtype, config,
+                        representative_targets(engine.store))
+
+
+def drive(engine: Engine, trace: Trace, replay: ReplayConfig,
+          log: StepLog) -> list[tuple[float, float]]:
+    """Submit requests at their arrival times and step the engine until all are done; the
+    speed anchor's passes as (clock time, seconds), none without ``replay.anchor``.
 
     Each iteration reads the clock once: requests due by then are submitted and the step
     starts then. A step's row is written when the next iteration begins, with the duration up
     to that moment (the loop's own bookkeeping included), so back-to-back steps tile the
     replay's time the way a simulator's steps do; a step followed by an idle wait ends when
-    the wait begins.
+    the wait begins. With an anchor, an iteration that finds ``every_s`` passed since the last
+    pass first times one (before the clock reads, after the last step ended) and the clock
+    leaves the pass out: the trace and the engine's steps run as if it never happened.
     """
     arrival = trace.column("arrival_s")
     ids, adapters = trace.column("request_id"), trace.column("adapter_id")
@@ -142,10 +156,20 @@ def drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> N
     pending: tuple[StepRecord, int] | None = None  # the last step run and its drops' count
     engine.stage_host_tier()    # before the clock starts, like the simulator's host tier
     engine.warmup(replay.seed)  # before the clock starts: one-time costs are not a step's
-    t0 = time.perf_counter()
-    engine.clock = lambda: (time.perf_counter() - t0) * replay.time_scale
+    anchor = anchor_runner(engine, replay.anchor) if replay.anchor is not None else None
+    passes: list[tuple[float, float]] = []
+    if anchor is not None:
+        anchor.timed_pass()  # one-time costs of the anchor's own batches
+    t0, paused = time.perf_counter(), 0.0
+    engine.clock = lambda: (time.perf_counter() - t0 - paused) * replay.time_scale
+    next_pass = 0.0
     bar = tqdm(total=n, unit="req", desc="replay", disable=not replay.progress)
     while i < n or engine.busy:
+        if anchor is not None and engine.clock() >= next_pass:
+            started, at = time.perf_counter(), engine.clock()
+            passes.append((at, anchor.timed_pass()))
+            paused += time.perf_counter() - started
+            next_pass = at + anchor.config.every_s * replay.time_scale
         now = engine.clock()
         if pending is not None:
             _log_step(log, *pending, end_s=now)
@@ -170,9 +194,12 @@ def drive(engine: Engine, trace: Trace, replay: ReplayConfig, log: StepLog) -> N
         bar.update(len(engine.requests) - engine.scheduler.num_outstanding - bar.n)
     if pending is not None:
         _log_step(log, *pending, end_s=engine.clock())
+    if anchor is not None:
+        passes.append((engine.clock(), anchor.timed_pass()))
     bar.close()
     engine.scheduler.unload_adapters()
     engine.scheduler.pool.check()
+    return passes
 
 
 def replay_trace(trace_dir: str | Path, model_dir: str | Path, adapters_dir: str | Path | None,
@@ -195,9 +222,11 @@ def replay_trace(trace_dir: str | Path, model_dir: str | Path, adapters_dir: str
                                           f"adapters.csv and no {adapters_root or 'ADAPTERS_DIR'}"
                                           f"/{aid} (see --materialize-missing-adapters)")
         log = StepLog()
-        drive(engine, trace, replay, log)
-    return write_run_folder(out_dir, engine.requests.values(), log,
-                            _meta(trace, engine, engine_config, replay))
+        passes = drive(engine, trace, replay, log)
+    meta = _meta(trace, engine, engine_config, replay)
+    if replay.anchor is not None:
+        meta["anchor"] = anchor_record(replay.anchor, passes)
+    return write_run_folder(out_dir, engine.requests.values(), log, meta)
 
 
 def in_fresh_process(fn: Callable[..., T], *args: Any) -> T:

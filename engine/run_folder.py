@@ -86,6 +86,16 @@ class StepLog:
         ints[1:, -1] = 0  # drops are counted once, on the block's first row
         self._chunks.append((ints, np.stack([starts, durations], axis=1)))
 
+    def add_columns(self, ints: np.ndarray, times: np.ndarray) -> None:
+        """Rows as ``columns`` gives them: ``ints [n, 17]``, ``times [n, 2]`` (start_s,
+        duration_s)."""
+        ints, times = np.asarray(ints, np.int64), np.asarray(times, np.float64)
+        if ints.ndim != 2 or ints.shape[1] != _STEP_INTS or times.shape != (len(ints), 2):
+            raise ValueError(f"StepLog.add_columns: expected [n, {_STEP_INTS}] and [n, 2], got "
+                             f"{ints.shape} and {times.shape}")
+        self._flush()
+        self._chunks.append((ints, times))
+
     def _flush(self) -> None:
         if self._rows:
             self._chunks.append((np.array(self._rows, dtype=np.int64),

@@ -44,6 +44,12 @@ class StepRows:
         return len(self.prefill_tokens) + len(self.decode_tokens)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device`` (nothing to wait for on a CPU): before and after a timed step."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
 class Runner:
     """Executes ``StepRows`` with the model over the pool."""
 

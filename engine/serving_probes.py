@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
+from manylora.engine.anchor_config import AnchorConfig
 from manylora.engine.request import Request, RequestState
 from manylora.traces import (CatalogConfig, CycleRanks, GammaArrivals, TraceConfig,
                              UniformLengths, UniformPopularity, generate_trace)
@@ -37,6 +38,7 @@ class ServingProbeConfig:
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     cv: float = 1.0
     seed: int = 1000
+    anchor: AnchorConfig | None = None  # speed anchors in every probe (manylora validate's)
 
     def __post_init__(self) -> None:
         if not self.loads or not all(0 < x < math.inf for x in self.loads):
@@ -66,7 +68,9 @@ class ServingProbeConfig:
                    seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        out["anchor"] = None if self.anchor is None else self.anchor.to_dict()
+        return out
 
     def trace(self, rate_rps: float, num_requests: int, probe: int,
               targets: Sequence[str]) -> Trace:

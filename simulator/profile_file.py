@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from manylora.engine.model_shape import TARGETS, ModelShape
+from manylora.engine.anchor_config import anchor_passes
 from manylora.engine.serving_probes import SATURATION_PROBE
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_base import CostModelError
@@ -60,18 +61,23 @@ class ServingProbe:
     requests: int
     shapes: np.ndarray       # [n, len(STEP_SHAPE_FIELDS)] float64, StepShape field order
     duration_s: np.ndarray   # [n] seconds
+    anchor: Mapping[str, Any] | None = None  # speed anchor's record (engine/anchor_config.py)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, ServingProbe) and (self.name, self.offered_rps, self.requests)
                 == (other.name, other.offered_rps, other.requests)
                 and np.array_equal(self.shapes, other.shapes)
-                and np.array_equal(self.duration_s, other.duration_s))
+                and np.array_equal(self.duration_s, other.duration_s)
+                and self.anchor == other.anchor)
 
     def to_dict(self) -> dict[str, Any]:
         steps = {f: self.shapes[:, i].astype(np.int64).tolist()
                  for i, f in enumerate(STEP_SHAPE_FIELDS)}
-        return {"probe": self.name, "offered_rps": self.offered_rps, "requests": self.requests,
-                "steps": {**steps, "duration_s": self.duration_s.tolist()}}
+        out = {"probe": self.name, "offered_rps": self.offered_rps, "requests": self.requests,
+               "steps": {**steps, "duration_s": self.duration_s.tolist()}}
+        if self.anchor is not None:
+            out["anchor"] = dict(self.anchor)
+        return out
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,19 @@ class Serving:
         measures throughput only); None when there are none."""
         kept = tuple(p for p in self.probes if p.name != SATURATION_PROBE)
         return replace(self, probes=kept) if kept else None
+
+    def anchor(self) -> tuple[list[dict[str, int]], list[float]] | None:
+        """The speed anchor's steps and every pass timed during these probes (None unless
+        every probe timed one, and the same steps)."""
+        if not self.probes or any(p.anchor is None for p in self.probes):
+            return None
+        steps, passes = anchor_passes(self.probes[0].anchor, "probe")
+        for probe in self.probes[1:]:
+            more_steps, more = anchor_passes(probe.anchor, "probe")
+            if more_steps != steps:
+                return None
+            passes += more
+        return steps, passes
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shapes [n, fields], durations [n] and each step's probe index [n]."""
@@ -174,9 +193,16 @@ def _probe(entry: Any, where: str) -> ServingProbe:
     seconds = np.array(_times(steps.get("duration_s"), f"{where}.steps.duration_s"))
     shapes = np.stack([_column(steps, f, f"{where}.steps", len(seconds))
                        for f in STEP_SHAPE_FIELDS], axis=1)  # [n, fields]
+    anchor = entry.get("anchor")
+    if anchor is not None:
+        try:
+            anchor_passes(anchor, f"{where}.anchor")
+        except ValueError as exc:
+            raise ProfileError(str(exc)) from None
     return ServingProbe(entry["probe"], _positive(entry.get("offered_rps"),
                                                   f"{where}.offered_rps"),
-                        _int(entry.get("requests"), f"{where}.requests", 1), shapes, seconds)
+                        _int(entry.get("requests"), f"{where}.requests", 1), shapes, seconds,
+                        anchor)
 
 
 def _serving(data: Any, where: str) -> Serving | None:

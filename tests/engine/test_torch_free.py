@@ -12,6 +12,7 @@ CONTROL_PLANE = (
     "model_shape", "step_shape", "request", "step_plan", "page_pool", "catalog", "host_cache",
     "adapter_residency", "policies_eviction", "policies_queue", "policies_reservation",
     "scheduler_config", "admission", "scheduler", "policy_options", "run_folder", "profile_grid",
+    "anchor_config",
 )
 
 _PROGRAM = """

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from manylora.engine.anchor_config import AnchorConfig, anchor_record, anchor_steps
 from manylora.engine.model_shape import LLAMA2_7B
 from manylora.engine.step_shape import StepShape
 from manylora.simulator.profile_file import (
@@ -62,6 +63,24 @@ def test_fits_calibrate_on_the_open_loop_probes_only():
     assert Serving(40.0, SERVING.probes[:1]).calibration() is None
 
 
+def test_speed_anchors_round_trip_and_pool_over_probes(tmp_path):
+    config = AnchorConfig(decode_batches=(1, 4), prefills=((1, 8),))
+    anchored = Serving(40.0, tuple(
+        dataclasses.replace(probe, anchor=anchor_record(config, passes))
+        for probe, passes in zip(SERVING.probes, ([(0.0, 0.5)], [(0.0, 0.1), (3.0, 0.12)]))))
+    path = tmp_path / "p.json"
+    write_profile(dataclasses.replace(small_profile(), serving=anchored), path)
+    back = read_profile(path).serving
+    assert back == anchored and back.probes[1].anchor["passes"][1]["seconds"] == 0.12
+    # passes pooled over the probes asked for
+    assert back.calibration().anchor() == (anchor_steps(config), [0.1, 0.12])
+    assert back.anchor() == (anchor_steps(config), [0.5, 0.1, 0.12])  # every probe's
+    assert SERVING.calibration().anchor() is None  # probes without anchors
+    mixed = Serving(40.0, (anchored.probes[1], dataclasses.replace(
+        anchored.probes[1], anchor=anchor_record(AnchorConfig(), [(0.0, 0.2)]))))
+    assert mixed.anchor() is None  # different steps cannot be pooled
+
+
 def test_write_replaces_an_existing_file(tmp_path):
     path = tmp_path / "p.json"
     path.write_text("old")
@@ -108,6 +127,11 @@ def corrupt(edit):
      r"serving\.probes\[0\]\.steps\.sum_ranks: expected a list of 2 values"),
     (lambda d: d["serving"]["probes"][0]["steps"].update(ranks=[1, 2]),
      r"serving\.probes\[0\]\.steps: unknown field 'ranks'"),
+    (lambda d: d["serving"]["probes"][1].update(anchor={"steps": [{}], "passes": [
+        {"at_s": 0, "seconds": "slow"}]}),
+     r"serving\.probes\[1\]\.anchor\.passes\[0\]\.seconds: expected seconds > 0"),
+    (lambda d: d["serving"]["probes"][1].update(anchor=[]),
+     r"serving\.probes\[1\]\.anchor: expected an anchor record"),
 ])
 def test_bad_profiles_name_the_entry_and_field(edit, message):
     with pytest.raises(ProfileError, match=message) as info:

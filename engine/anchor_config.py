@@ -1,0 +1,139 @@
+"""What a speed anchor times (engine/anchor.py runs it): torch-free, so that command-line
+parsing, the profile file and the simulator can name it without importing the data plane.
+
+A shared machine drifts: on this project's 2-core VM the engine's steps ran 3-10% faster or
+slower than when it was profiled, for minutes at a time and uniformly over step shapes, and
+near saturation continuous batching turns that into 20-50% of latency. A replay with an
+anchor pauses its clock every ``every_s`` seconds and times one pass over a few fixed steps
+(decode batches, prefills beside decodes) on a small pool of its own; the serving probes the
+cost model is calibrated on do the same. The ratio of the mean passes (``anchor_factor``) says
+how much slower or faster the machine ran during the replay than during calibration, measured
+by steps that are not the replay's own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+from manylora.engine.profile_grid import GridPoint
+
+
+TRIM = 0.1  # share of passes cut from each end before averaging (scipy.stats.trim_mean)
+
+
+class AnchorMismatchError(ValueError):
+    """Two anchors that timed different steps cannot be compared."""
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """The anchor's steps and how often a replay times them. One pass takes about 0.16 s on
+    the tiny CPU model and single passes scatter by ~4%, so a pass every second (16% more wall
+    time, none of the replay's own) gives the mean of a 1-minute replay to about 0.5%."""
+
+    decode_batches: tuple[int, ...] = (1, 4, 16, 64, 128)
+    decode_context: int = 48                  # tokens of context per decode request
+    prefills: tuple[tuple[int, int], ...] = ((1, 32), (4, 48), (8, 64))  # (requests, tokens)
+    mixed_decodes: int = 16                   # decode requests beside each prefill
+    ranks: tuple[int, ...] = (8, 16, 32, 64)  # adapter ranks, cycled over the slots
+    max_adapters: int = 32                    # distinct adapters in one step, at most
+    every_s: float = 1.0                      # replay-clock seconds between passes
+    smooth_passes: int = 5                    # a pass's speed: the median of this many
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.decode_batches and not self.prefills:
+            raise ValueError("AnchorConfig needs decode_batches or prefills")
+        sizes = [*self.decode_batches, *(n for n, _ in self.prefills),
+                 *(t for _, t in self.prefills), self.decode_context, self.max_adapters]
+        if min(sizes) < 1 or self.mixed_decodes < 0 or not self.ranks or min(self.ranks) < 1:
+            raise ValueError(f"AnchorConfig sizes and ranks must be >= 1, got {self}")
+        if not (math.isfinite(self.every_s) and self.every_s > 0):
+            raise ValueError(f"AnchorConfig.every_s must be > 0, got {self.every_s!r}")
+        if self.smooth_passes < 1:
+            raise ValueError(f"AnchorConfig.smooth_passes must be >= 1, got "
+                             f"{self.smooth_passes!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: [list(x) if isinstance(x, tuple) else x for x in v]
+                if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def anchor_points(config: AnchorConfig) -> list[GridPoint]:
+    """The anchor's steps: each decode batch alone, then each prefill beside
+    ``mixed_decodes`` decodes; requests spread over up to ``max_adapters`` adapters."""
+    def point(prefill: tuple[int, ...], decodes: int) -> GridPoint:
+        requests = len(prefill) + decodes
+        adapters = min(requests, config.max_adapters)
+        ranks = tuple(config.ranks[i % len(config.ranks)] for i in range(adapters))
+        return GridPoint(prefill_lens=prefill,
+                         context_lens=(config.decode_context,) * decodes,
+                         request_slots=tuple(i % adapters for i in range(requests)),
+                         slot_ranks=ranks)
+    return ([point((), b) for b in config.decode_batches]
+            + [point((tokens,) * n, config.mixed_decodes) for n, tokens in config.prefills])
+
+
+def anchor_steps(config: AnchorConfig) -> list[dict[str, int]]:
+    """The anchor's step shapes as recorded (StepShape fields)."""
+    return [dict(p.shape()._asdict()) for p in anchor_points(config)]
+
+
+def anchor_record(config: AnchorConfig, passes: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """What a run records of its anchor: the settings, the steps, and each pass (clock time
+    it began, seconds it took)."""
+    return {"config": config.to_dict(), "steps": anchor_steps(config),
+            "passes": [{"at_s": float(at), "seconds": float(s)} for at, s in passes]}
+
+
+def anchor_factor(steps: Sequence[Mapping[str, int]], passes_s: Sequence[float],
+                  reference_steps: Sequence[Mapping[str, int]],
+                  reference_passes_s: Sequence[float]) -> float:
+    """Mean pass over the reference's mean pass (1.05: the machine ran 5% slower), each mean
+    trimmed of its 10% slowest and fastest passes (a pass that met a neighbour's burst says
+    little of the replay's speed); both must have timed the same steps, at least once."""
+    from scipy.stats import trim_mean  # here: scipy is slow to import for argument parsing
+
+    if [dict(s) for s in steps] != [dict(s) for s in reference_steps]:
+        raise AnchorMismatchError("the two anchors timed different steps; profile and replay "
+                                  "with the same anchor settings")
+    if not len(passes_s) or not len(reference_passes_s):
+        raise ValueError("anchor_factor: an anchor without timed passes")
+    return float(trim_mean(passes_s, TRIM) / trim_mean(reference_passes_s, TRIM))
+
+
+def anchor_passes(record: Any, where: str) -> tuple[list[dict[str, int]], list[float]]:
+    """The steps and pass seconds of an anchor record (``anchor_record``'s form), checked;
+    ValueError naming ``where`` and the field otherwise."""
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{where}: expected an anchor record (object), got {record!r}")
+    steps, passes = record.get("steps"), record.get("passes")
+    if not isinstance(steps, list) or not steps or not all(
+            isinstance(step, Mapping) for step in steps):
+        raise ValueError(f"{where}.steps: expected a non-empty list of step shapes, got "
+                         f"{steps!r}")
+    if not isinstance(passes, list) or not passes:
+        raise ValueError(f"{where}.passes: expected a non-empty list, got {passes!r}")
+    seconds = []
+    for i, entry in enumerate(passes):
+        value = entry.get("seconds") if isinstance(entry, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value < math.inf):
+            raise ValueError(f"{where}.passes[{i}].seconds: expected seconds > 0, got "
+                             f"{value!r}")
+        seconds.append(float(value))
+    return [dict(step) for step in steps], seconds
+
+
+def anchor_times(record: Mapping[str, Any], where: str) -> list[float]:
+    """The clock time each pass of an anchor record began (seconds >= 0, in order)."""
+    times = []
+    for i, entry in enumerate(record.get("passes") or []):
+        value = entry.get("at_s") if isinstance(entry, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value < math.inf) or (times and value < times[-1]):
+            raise ValueError(f"{where}.passes[{i}].at_s: expected seconds >= 0, in order, got "
+                             f"{value!r}")
+        times.append(float(value))
+    return times
