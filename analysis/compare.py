@@ -94,6 +94,13 @@ def _fidelity(metrics: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     return rows
 
 
+def fidelity_table(a: Run, b: Run, config: CompareConfig = CompareConfig()) -> pd.DataFrame:
+    """The fidelity rows (FIDELITY_METRICS: A, B, rel_error, within_tolerance) of ``b``
+    against reference ``a``, without writing a report."""
+    check_same_trace(a, b)
+    return _fidelity(metric_table(a, b, config), config.tolerance)
+
+
 def _step_stats(runs: Sequence[Run], labels: Sequence[str],
                 predicted: np.ndarray | None) -> pd.DataFrame:
     rows = []

@@ -24,6 +24,7 @@ from manylora.engine.scheduler_config import ControlConfig
 from manylora.simulator.cost_base import CostModel
 from manylora.simulator.simulation import (SimulationConfig, SimulationResult, simulate,
                                            simulation_meta)
+from manylora.simulator.speed_profile import SpeedProfile, to_wall_time, work_time_trace
 from manylora.traces.trace import Trace
 
 
@@ -59,11 +60,20 @@ class Deployment:
         return simulate(trace, self.cost_model, self.control, self.shape, self.num_pages,
                         SimulationConfig(seed=seed))
 
-    def simulate_run(self, trace: Trace, folder: str | Path, seed: int = 0) -> Path:
-        """Simulate ``trace`` and write the run folder; returns its path."""
-        result = self.simulate(trace, seed)
+    def simulate_run(self, trace: Trace, folder: str | Path, seed: int = 0,
+                     speed: SpeedProfile | None = None) -> Path:
+        """Simulate ``trace`` and write the run folder; returns its path. With ``speed``, on
+        a machine running that many times slower than the cost model's over the run (the
+        simulation runs in the machine's work time, its times are written in wall time)."""
+        if speed is None:
+            result = self.simulate(trace, seed)
+        else:
+            result = to_wall_time(self.simulate(work_time_trace(trace, speed), seed), trace,
+                                  speed)
         meta = simulation_meta(trace, self.cost_model, self.control, result,
                                SimulationConfig(seed=seed))
+        if speed is not None:
+            meta["speed_profile"] = speed.describe()
         return write_run_folder(folder, result.requests, result.steps, meta)
 
     def engine_config(self, engine: EngineConfig) -> EngineConfig:

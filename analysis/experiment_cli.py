@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="replay each trace N times; with 2 the report shows the engine's own "
                         "run-to-run difference beside the simulator's; with 3 or more the "
                         "simulator is compared with the replay of median speed (default 1)")
+    p.add_argument("--no-anchor", action="store_true",
+                   help="price every simulation by the fitted model as profiled, without "
+                        "speed anchors (a few fixed steps timed after profiling and around "
+                        "each replay, whose ratio rescales the replay's simulation)")
     p.add_argument("--quick-profile", action="store_true",
                    help="profile a small grid (smoke runs; the fit is rougher)")
     p.add_argument("--seed", type=int, default=0, help="seed of traces and profile")

@@ -44,6 +44,8 @@ def run_validate_command(args: argparse.Namespace) -> int:
                                 minutes=args.minutes, num_adapters=args.adapters,
                                 tolerance=args.tolerance, engine_repeats=args.engine_repeats,
                                 seed=args.seed)
+        if args.no_anchor:
+            config = replace(config, anchor=None)
         profiler = ProfilerConfig(grid=GridConfig.quick() if args.quick_profile
                                   else VALIDATION_GRID, seed=args.seed)
     except ValueError as exc:

@@ -10,6 +10,15 @@
 5. ``manylora compare`` of each pair, and a summary: throughput, mean latency and P90 TTFT of
    simulation vs engine at each level, within the tolerance or not (``summary.csv``,
    ``report.md``, ``fidelity.png``).
+
+Speed anchors (engine/anchor_config.py, on unless ``ValidateConfig.anchor`` is None): every
+second the serving probes the cost model is calibrated on, and every replay, pause their clock
+and time one pass over a few fixed steps that are not the replay's own. A shared machine
+drifts by 3-10% within a minute; a replay's passes over the probes' say how many times slower
+or faster the machine ran at each moment of it than during calibration, and the simulation of
+that replay runs on a machine of that speed (``SpeedProfile``: simulated in the machine's work
+time, reported in wall time). The summary keeps the simulation at profiling speed beside it
+(``simulator_unanchored``).
 """
 from __future__ import annotations
 
@@ -22,9 +31,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy.stats import trim_mean
 
 from manylora.analysis.capacity import CapacityEstimate, measure_capacity
-from manylora.analysis.compare import FIDELITY_METRICS, CompareConfig, Comparison, compare_runs
+from manylora.analysis.compare import (FIDELITY_METRICS, CompareConfig, Comparison,
+                                       compare_runs, fidelity_table)
 from manylora.analysis.experiment import Deployment, requests_frame
 from manylora.analysis.outputs import write_csv
 from manylora.analysis.report import figure_links, markdown_table
@@ -33,6 +44,7 @@ from manylora.analysis.style import (PALETTE, REFERENCE_COLOR, legend_outside, n
                                      save_figure, styled)
 from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, ValidateConfig,
                                                  validation_trace)
+from manylora.engine.anchor_config import TRIM, anchor_factor, anchor_passes, anchor_times
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
@@ -42,6 +54,7 @@ from manylora.simulator.cost_model import fitted_cost_model
 from manylora.simulator.fitted_cost_model import fit_profile
 from manylora.simulator.profile_file import (Profile, profile_from_dict, read_profile,
                                              write_profile)
+from manylora.simulator.speed_profile import SpeedProfile
 from manylora.traces import write_trace
 from manylora.traces.atomic_io import atomic_write_text
 
@@ -63,6 +76,13 @@ class LevelResult:
     repeat: Comparison | None = None
     machine_load: tuple[float, float] = (math.nan, math.nan)  # 1-min load avg, before/after
     reference: str = "engine"  # the replay compared with the simulator (reference_replay)
+    speed: tuple[float, float, float] = (math.nan,) * 3  # anchored slowdown: mean, min, max
+    unanchored: pd.DataFrame | None = None  # fidelity at profiling speed (without anchors)
+
+    @property
+    def factor(self) -> float:
+        """The simulated machine's mean slowdown over the replay (1 without anchors)."""
+        return 1.0 if math.isnan(self.speed[0]) else self.speed[0]
 
 
 @dataclass(frozen=True)
@@ -132,9 +152,28 @@ def _load_average() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
 
 
+def replay_speed(run: Run, reference: tuple[list, list[float]] | None,
+                 window: int) -> SpeedProfile | None:
+    """How many times slower than during calibration the machine ran over the replay, from
+    its speed-anchor passes against the probes' (``reference``: steps and pass seconds); None
+    without anchors on either side."""
+    record = run.meta.get("anchor")
+    if reference is None or record is None:
+        return None
+    where = f"{run.path / 'meta.json'}: anchor"
+    steps, passes = anchor_passes(record, where)
+    anchor_factor(steps, passes, *reference)  # the same steps, or AnchorMismatchError
+    return SpeedProfile.from_passes(anchor_times(record, where), passes,
+                                    float(trim_mean(reference[1], TRIM)), window,
+                                    f"speed anchor of {run.path.name} over the serving probes'")
+
+
 def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: EngineConfig,
-              level: float, rate: float, n: int, out: Path, log: Log) -> LevelResult:
-    """Trace at ``rate``; engine replay(s) and simulation of it; their comparisons."""
+              level: float, rate: float, n: int, out: Path, log: Log,
+              reference: tuple[list, list[float]] | None = None) -> LevelResult:
+    """Trace at ``rate``; engine replay(s) and simulation of it (on the machine's speed over
+    the compared replay, when the replays and ``reference``, the calibration's anchor, have
+    speed anchors); their comparisons."""
     folder = out / f"load-{round(level * 100):03d}"
     trace = validation_trace(config, rate, n)
     used = len(np.unique(trace.column("adapter_id")))
@@ -149,20 +188,35 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
     for name in names:
         replay_trace_fresh(folder / "trace", model, None, folder / name,
                            setup.engine_config(engine),
-                           ReplayConfig(materialize_missing=True, seed=config.seed))
+                           ReplayConfig(materialize_missing=True, seed=config.seed,
+                                        anchor=config.anchor))
     machine_load = (before, _load_average())
-    setup.simulate_run(trace, folder / "sim", config.seed)
     runs = {name: read_run(folder / name) for name in names}
-    reference, farthest = reference_replay(runs)
-    comparison = compare_runs(runs[reference], read_run(folder / "sim"), folder / "compare",
-                              CompareConfig(tolerance=config.tolerance,
-                                            labels=("engine", "simulator")), setup.cost_model)
+    compared, farthest = reference_replay(runs)
+    speed = replay_speed(runs[compared], reference,
+                         config.anchor.smooth_passes if config.anchor is not None else 1)
+    compare = CompareConfig(tolerance=config.tolerance, labels=("engine", "simulator"))
+    result = LevelResult(rate, n, None, machine_load=machine_load,  # type: ignore[arg-type]
+                         reference=compared)
+    if speed is not None:  # anchored: the fitted model at profiling speed beside it
+        end = float((runs[compared].steps["start_s"] + runs[compared].steps["duration_s"])
+                    .max()) if len(runs[compared].steps) else 0.0
+        result = replace(result, speed=(speed.mean_factor(end), min(speed.factors),
+                                        max(speed.factors)))
+        log(f"  speed anchor during {compared}: {result.speed[0]:.3f} x the calibration's "
+            f"step time on average ({result.speed[1]:.3f}-{result.speed[2]:.3f})")
+        setup.simulate_run(trace, folder / "sim-unanchored", config.seed)
+        result = replace(result, unanchored=fidelity_table(
+            runs[compared], read_run(folder / "sim-unanchored"), compare))
+    setup.simulate_run(trace, folder / "sim", config.seed, speed)
+    comparison = compare_runs(runs[compared], read_run(folder / "sim"), folder / "compare",
+                              compare, setup.cost_model)
     repeat = None
     if farthest is not None:
-        repeat = compare_runs(runs[reference], runs[farthest], folder / "engine-repeat",
+        repeat = compare_runs(runs[compared], runs[farthest], folder / "engine-repeat",
                               CompareConfig(tolerance=config.tolerance,
-                                            labels=(reference, farthest)))
-    return LevelResult(rate, n, comparison, repeat, machine_load, reference)
+                                            labels=(compared, farthest)))
+    return replace(result, comparison=comparison, repeat=repeat)
 
 
 def reference_replay(runs: dict[str, Run]) -> tuple[str, str | None]:
@@ -183,24 +237,34 @@ def reference_replay(runs: dict[str, Run]) -> tuple[str, str | None]:
 
 def summary_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
     """One row per (load level, fidelity metric); ``engine_noise`` is the second engine
-    replay's relative difference from the first (NaN without a repeat)."""
+    replay's relative difference from the first (NaN without a repeat); ``speed_factor`` what
+    the simulation's step times were multiplied by (speed anchors; 1 without), and the
+    simulation with the fitted model alone beside it (NaN without anchors)."""
     rows = []
     for level, result in levels.items():
         noise = (result.repeat.fidelity.set_index("metric")["rel_error"]
                  if result.repeat is not None else {})
+        alone = (result.unanchored.set_index("metric")
+                 if result.unanchored is not None else None)
         for row in result.comparison.fidelity.itertuples(index=False):
             rows.append({"load": level, "rate_rps": result.rate_rps,
                          "requests": result.requests, "engine_run": result.reference,
                          "metric": row.metric, "engine": row.A,
                          "simulator": row.B, "rel_error": row.rel_error,
                          "within_tolerance": bool(row.within_tolerance),
-                         "engine_noise": float(noise.get(row.metric, math.nan))})
+                         "engine_noise": float(noise.get(row.metric, math.nan)),
+                         "speed_factor": result.factor,
+                         "simulator_unanchored": math.nan if alone is None
+                         else float(alone.at[row.metric, "B"]),
+                         "rel_error_unanchored": math.nan if alone is None
+                         else float(alone.at[row.metric, "rel_error"])})
     return pd.DataFrame(rows)
 
 
 def step_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
-    """Per load level: the two runs' steps and busy time, and the cost model's busy-time bias
-    and mean error on the engine's own steps (what continuous batching amplifies)."""
+    """Per load level: the two runs' steps and busy time, the (anchored) cost model's busy-time
+    bias and mean error on the engine's own steps (what continuous batching amplifies), the
+    speed anchors around the replay and what its steps say of the machine's speed."""
     rows = []
     for level, result in levels.items():
         stats = result.comparison.step_times.set_index("run")
@@ -211,6 +275,8 @@ def step_table(levels: dict[float, LevelResult]) -> pd.DataFrame:
                      "sim_busy_s": sim["busy_s"],
                      "model_busy_bias_pct": model.get("busy_rel_error", math.nan) * 100,
                      "model_mape_pct": model.get("mape_pct", math.nan),
+                     "speed_factor": result.factor, "speed_min": result.speed[1],
+                     "speed_max": result.speed[2],
                      "load_avg_before": result.machine_load[0],
                      "load_avg_after": result.machine_load[1]})
     return pd.DataFrame(rows)
@@ -259,13 +325,34 @@ def plot_fidelity(summary: pd.DataFrame, tolerance: float) -> Figure:
     return fig
 
 
+def _anchoring(config: ValidateConfig, summary: pd.DataFrame) -> list[str]:
+    """How fast the simulated machine ran: as the speed anchors say, or as profiled."""
+    if config.anchor is None:
+        return ["Speed anchors were off (`--no-anchor`): every simulation runs at the speed "
+                "the engine was profiled at.", ""]
+    worst = summary.assign(a=summary["rel_error_unanchored"].abs()).groupby("load")["a"].max()
+    return [
+        "Speed anchors: every few seconds the serving probes (which calibrate the cost model) "
+        "and every replay paused their clock and timed one pass over a few fixed steps "
+        "(decode batches of 1-128, prefills beside decodes), not the replay's own "
+        "(`anchor` in each run's meta.json and in profile.json). Each simulation runs on a "
+        "machine as many times slower than during calibration as its replay's passes (median "
+        f"of {config.anchor.smooth_passes} around each) over the probes' mean, moment by "
+        "moment (`speed_profile` in the simulated run's meta.json): `speed_factor` is its mean "
+        "over the replay, `speed_min` / `speed_max` its extremes (the machine's drift). "
+        "`simulator_unanchored` / `rel_error_unanchored_pct`: the same trace simulated at "
+        "profiling speed; its largest error per level: " + ", ".join(
+            f"{level:.0%} {value * 100:.1f}%" for level, value in worst.items()) + ".", ""]
+
+
 def _report(config: ValidateConfig, summary: pd.DataFrame, steps: pd.DataFrame,
             capacity: CapacityEstimate, profile: Profile) -> str:
     cv = profile.fit["cv"]["forms"][profile.fit["form"]] if profile.fit else {}
     verdict = "PASS" if summary["within_tolerance"].all() else "FAIL"
     table = summary.assign(rel_error_pct=summary["rel_error"] * 100,
-                           engine_noise_pct=summary["engine_noise"] * 100)
-    table = table.drop(columns=["rel_error", "engine_noise"])
+                           engine_noise_pct=summary["engine_noise"] * 100,
+                           rel_error_unanchored_pct=summary["rel_error_unanchored"] * 100)
+    table = table.drop(columns=["rel_error", "engine_noise", "rel_error_unanchored"])
     return "\n".join([
         "# Simulator validation against the engine", "",
         f"- machine: {profile.hardware.get('device_name') or profile.hardware.get('device')}, "
@@ -290,6 +377,7 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, steps: pd.DataFrame,
         "the one farthest from it) - the machine's own run-to-run spread, which bounds the "
         "fidelity one can demonstrate here (empty unless `--engine-repeats` is 2 or more).",
         "",
+        *_anchoring(config, summary),
         "## Step times", "",
         markdown_table(steps), "",
         "`model_busy_bias_pct`: the cost model's total over the engine's own steps, relative "
@@ -297,7 +385,9 @@ def _report(config: ValidateConfig, summary: pd.DataFrame, steps: pd.DataFrame,
         "simulator would miss or add for the same batches). `load_avg_*`: the machine's "
         "1-minute load average before and after the level's replays (on "
         f"{profile.hardware.get('cpu_affinity')} usable cores; other work on the machine "
-        "slows the engine, not the simulator).", "",
+        "slows the engine, not the simulator). The cost model here is the fitted one at "
+        "profiling speed: with anchors, `model_busy_bias_pct` near `1 / speed_factor - 1` "
+        "says the anchors measured the replay's speed.", "",
         "Each load level's folder holds the trace, the engine run(s), the simulated run and the "
         "full comparison (`load-NNN/compare/report.md`).", "",
         figure_links(["fidelity"], ["Simulator vs engine relative error per load level"]), "",
@@ -317,10 +407,18 @@ def run_validation(out_dir: str | Path, config: ValidateConfig = ValidateConfig(
     model = ensure_model(model_dir, model_shape, out, config.seed, engine.dtype)
     profile_path = profile_and_fit(model, engine, profiler, out, log)
     setup, profile = deployment(profile_path, engine)
+    reference = None
+    if config.anchor is not None:
+        # every probe's passes, the saturation probe's too: the machine's speed while the
+        # profile was measured
+        reference = profile.serving.anchor() if profile.serving is not None else None
+        if reference is None:
+            log("no speed anchor in the serving probes: simulations priced by the fitted "
+                "model alone")
     capacity = find_capacity(config, setup, out, log)
     n = config.requests_per_level(capacity.capacity_rps)
     levels = {level: run_level(config, setup, model, engine, level,
-                               level * capacity.capacity_rps, n, out, log)
+                               level * capacity.capacity_rps, n, out, log, reference)
               for level in config.levels}
     summary = summary_table(levels)
     write_csv(summary, out / "summary.csv")

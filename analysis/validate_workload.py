@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from manylora.analysis.capacity import CapacityConfig
+from manylora.engine.anchor_config import AnchorConfig
 from manylora.engine.model_shape import MODEL_SHAPES, ModelShape
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.serving_probes import ServingProbeConfig
@@ -59,6 +60,7 @@ class ValidateConfig:
     cv: float = 1.0
     tolerance: float = 0.10
     engine_repeats: int = 1        # 2: replay each trace twice to measure the machine's noise
+    anchor: AnchorConfig | None = field(default_factory=AnchorConfig)  # None: no speed anchors
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     seed: int = 0
 
@@ -84,10 +86,10 @@ class ValidateConfig:
 
     def serving_probes(self, base: ServingProbeConfig) -> ServingProbeConfig:
         """``base``'s probes over this workload, seeded apart from the validated traces (which
-        use ``seed`` and ``seed + 1``)."""
+        use ``seed`` and ``seed + 1``), with this validation's speed anchor."""
         return replace(base, num_adapters=self.num_adapters, prompt_range=self.prompt_range,
                        output_range=self.output_range, ranks=self.ranks, cv=self.cv,
-                       seed=self.seed + 1000)
+                       seed=self.seed + 1000, anchor=self.anchor)
 
     def requests_per_level(self, capacity_rps: float) -> int:
         """As many requests as fit in ``minutes`` of replay over all levels (a level at load

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import trim_mean
 
 from manylora.analysis.capacity import CapacityConfig
 from manylora.analysis.cli import main
@@ -16,15 +17,19 @@ from manylora.analysis.run_folder import Run, read_run
 from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity,
                                        reference_replay, run_validation, summary_table)
 from manylora.analysis.validate_workload import ValidateConfig, validation_trace
+from manylora.engine.anchor_config import AnchorConfig, anchor_passes
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.profile_grid import GridConfig
 from manylora.engine.profiler import ProfilerConfig, hardware_info
 from manylora.engine.serving_probes import ServingProbeConfig
+from manylora.simulator.profile_file import read_profile
 from tests.analysis.experiments import write_synthetic_profile
 from tests.analysis.figures import assert_labelled, assert_no_overlapping_text
 from tests.analysis.runs import write_run
 from tests.analysis.test_compare import CONFIG, SIM_REQUESTS
 
+SMALL_ANCHOR = AnchorConfig(decode_batches=(1, 8), decode_context=16, prefills=((1, 16),),
+                            mixed_decodes=2, every_s=0.3)
 TOY_GRID = GridConfig(decode_batches=(1, 8), decode_contexts=(16,), prefill_requests=(1,),
                       prefill_lens=(16,), lora_batches=(4,), lora_distinct=(1,), ranks=(8,),
                       random_points=2, max_step_tokens=64, max_kv_tokens=1024, max_context=64)
@@ -57,6 +62,8 @@ def test_fidelity_summary_and_figure(tmp_path):
                              1.2: LevelResult(2.4, 5, comparison, repeat=comparison)})
     assert len(summary) == 6 and summary["within_tolerance"].all()
     assert summary["engine_noise"].isna().sum() == 3
+    assert (summary["speed_factor"] == 1.0).all()  # no anchors: the fitted model alone
+    assert summary["rel_error_unanchored"].isna().all()
     assert summary["engine_noise"].iloc[3] == pytest.approx(6.5 / 6.0 - 1)
     row = summary[(summary["load"] == 1.2) & (summary["metric"] == "throughput_rps")].iloc[0]
     assert row["engine"] == pytest.approx(3 / 6.5) and row["simulator"] == pytest.approx(0.5)
@@ -72,7 +79,7 @@ def test_fidelity_summary_and_figure(tmp_path):
 def test_validate_end_to_end_at_toy_size(tmp_path):
     config = ValidateConfig(levels=(0.5, 1.2), min_requests=20, minutes=0.001, num_adapters=10,
                             min_adapters=5, prompt_range=(8, 16), output_range=(2, 8),
-                            engine_repeats=2,
+                            engine_repeats=2, anchor=SMALL_ANCHOR,
                             capacity=CapacityConfig(busy_s=10, min_requests=40))
     profiler = ProfilerConfig(grid=TOY_GRID, warmup=1, repeats=1, load_repeats=1,
                               max_load_adapters=2, serving=ServingProbeConfig.quick())
@@ -94,9 +101,33 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
         assert (tmp_path / folder / "engine-2" / "requests.csv").is_file()
     report = result.report.read_text()
     assert "## Fidelity:" in report and (tmp_path / "fidelity.png").is_file()
-    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 10)
+    assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 13)
     assert result.summary["engine_noise"].notna().all()
     assert set(result.summary["engine_run"]) == {"engine"}  # two replays: the first
+    # speed anchors: in every serving probe (together the reference) and every replay
+    steps, reference = read_profile(tmp_path / "profile.json").serving.anchor()
+    for level in (0.5, 1.2):
+        folder = tmp_path / f"load-{round(level * 100):03d}"
+        engine = read_run(folder / "engine")
+        replay_steps, passes = anchor_passes(engine.meta["anchor"], "meta")
+        assert replay_steps == steps
+        # the simulated machine's speed: each pass (median of 5 around it) over the probes'
+        speed = read_run(folder / "sim").meta["speed_profile"]
+        smooth = pd.Series(passes).rolling(5, center=True, min_periods=1).median()
+        assert speed["factors"] == pytest.approx(list(smooth / trim_mean(reference, 0.1)))
+        assert len(speed["starts_s"]) == len(passes) and speed["starts_s"][0] == 0.0
+        result_level = result.levels[level]
+        low, high = min(speed["factors"]), max(speed["factors"])
+        assert low * (1 - 1e-12) <= result_level.factor <= high * (1 + 1e-12)  # a time mean
+        assert result_level.speed[1:] == (min(speed["factors"]), max(speed["factors"]))
+        rows = result.summary[result.summary["load"] == level]
+        assert rows["speed_factor"].to_numpy() == pytest.approx(result_level.factor)
+        assert "speed_profile" not in read_run(folder / "sim-unanchored").meta
+        assert rows["simulator_unanchored"].notna().all()
+        # arrivals are the trace's to the microsecond, in both simulations
+        sim = read_run(folder / "sim").requests.set_index("request_id")
+        assert (sim["arrival_s"] == engine.requests.set_index("request_id")["arrival_s"]).all()
+    assert "Speed anchors:" in report
 
 
 def test_ensure_model_refuses_unknown_shapes(tmp_path):
