@@ -332,12 +332,14 @@ def _anchoring(config: ValidateConfig, summary: pd.DataFrame) -> list[str]:
                 "the engine was profiled at.", ""]
     worst = summary.assign(a=summary["rel_error_unanchored"].abs()).groupby("load")["a"].max()
     return [
-        "Speed anchors: every few seconds the serving probes (which calibrate the cost model) "
-        "and every replay paused their clock and timed one pass over a few fixed steps "
+        f"Speed anchors: every {config.anchor.every_s:g} s the serving probes (which calibrate "
+        "the cost model) and every replay paused their clock and timed one pass over a few "
+        "fixed steps "
         "(decode batches of 1-128, prefills beside decodes), not the replay's own "
         "(`anchor` in each run's meta.json and in profile.json). Each simulation runs on a "
         "machine as many times slower than during calibration as its replay's passes (median "
-        f"of {config.anchor.smooth_passes} around each) over the probes' mean, moment by "
+        f"of {config.anchor.smooth_passes} around each) over the probes' mean (10% trimmed), "
+        "moment by "
         "moment (`speed_profile` in the simulated run's meta.json): `speed_factor` is its mean "
         "over the replay, `speed_min` / `speed_max` its extremes (the machine's drift). "
         "`simulator_unanchored` / `rel_error_unanchored_pct`: the same trace simulated at "

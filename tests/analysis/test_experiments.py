@@ -185,3 +185,17 @@ def test_the_median_speed_replay_is_compared_and_the_farthest_shows_the_noise():
             "engine-4": run("d", 0.011), "engine-5": run("e", 0.0108)}
     # sorted by mean step: b .0100, c .0105, e .0108, d .0110, a .0120 -> median e; a farthest
     assert reference_replay(runs) == ("engine-5", "engine")
+
+
+def test_validate_command_passes_anchor_choice(monkeypatch, tmp_path):
+    import manylora.analysis.experiment_commands as commands
+    seen = {}
+
+    def fake(out, config, **options):
+        seen["anchor"] = config.anchor
+        raise SystemExit(0)
+    monkeypatch.setattr(commands, "run_validation", fake)
+    for extra, expected in (([], AnchorConfig()), (["--no-anchor"], None)):
+        with pytest.raises(SystemExit):
+            main(["validate", "-o", str(tmp_path / "v"), *extra])
+        assert seen["anchor"] == expected
