@@ -14,8 +14,8 @@ from manylora.analysis.cli import main
 from manylora.analysis.compare import compare_runs
 from manylora.analysis.demo import DemoConfig, _profile_note
 from manylora.analysis.run_folder import Run, read_run
-from manylora.analysis.validate import (LevelResult, ensure_model, plot_fidelity,
-                                       reference_replay, run_validation, summary_table)
+from manylora.analysis.validate import ensure_model, reference_replay, run_validation
+from manylora.analysis.validate_results import LevelResult, plot_fidelity, summary_table
 from manylora.analysis.validate_workload import ValidateConfig, validation_trace
 from manylora.engine.anchor_config import AnchorConfig, anchor_passes
 from manylora.engine.engine_config import EngineConfig
