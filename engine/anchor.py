@@ -18,8 +18,8 @@ from manylora.engine.anchor_config import AnchorConfig, anchor_points
 from manylora.engine.model import LlamaModel
 from manylora.engine.model_shape import PoolLayout
 from manylora.engine.pool_tensors import PoolTensors
-from manylora.engine.runner import synchronize
-from manylora.engine.runner import Runner, fill_synthetic_adapters, synthetic_rows
+from manylora.engine.runner import (Runner, fill_synthetic_adapters, synchronize,
+                                   synthetic_rows)
 from manylora.engine.sampling import Sampler, SamplingParams
 
 

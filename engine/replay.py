@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from manylora.engine.adapter_store import representative_targets
 from manylora.engine.anchor import AnchorRunner
 from manylora.engine.anchor_config import AnchorConfig, anchor_record
 from manylora.engine.engine import Engine, StepRecord
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import adapter_config_json, write_adapter
 from manylora.engine.model_config import ModelConfig, load_model_config
-from manylora.engine.adapter_store import representative_targets
 from manylora.engine.run_folder import StepLog, versions, write_run_folder
 from manylora.engine.sampling import SamplingParams
 from manylora.traces import Trace, read_trace
