@@ -87,6 +87,15 @@ def anchor_record(config: AnchorConfig, passes: Sequence[tuple[float, float]]) -
             "passes": [{"at_s": float(at), "seconds": float(s)} for at, s in passes]}
 
 
+def check_same_steps(steps: Sequence[Mapping[str, int]],
+                     reference_steps: Sequence[Mapping[str, int]]) -> None:
+    """AnchorMismatchError unless two anchors timed the same steps (only then do their
+    passes compare)."""
+    if [dict(s) for s in steps] != [dict(s) for s in reference_steps]:
+        raise AnchorMismatchError("the two anchors timed different steps; profile and replay "
+                                  "with the same anchor settings")
+
+
 def anchor_factor(steps: Sequence[Mapping[str, int]], passes_s: Sequence[float],
                   reference_steps: Sequence[Mapping[str, int]],
                   reference_passes_s: Sequence[float]) -> float:
@@ -95,9 +104,7 @@ def anchor_factor(steps: Sequence[Mapping[str, int]], passes_s: Sequence[float],
     little of the replay's speed); both must have timed the same steps, at least once."""
     from scipy.stats import trim_mean  # here: scipy is slow to import for argument parsing
 
-    if [dict(s) for s in steps] != [dict(s) for s in reference_steps]:
-        raise AnchorMismatchError("the two anchors timed different steps; profile and replay "
-                                  "with the same anchor settings")
+    check_same_steps(steps, reference_steps)
     if not len(passes_s) or not len(reference_passes_s):
         raise ValueError("anchor_factor: an anchor without timed passes")
     return float(trim_mean(passes_s, TRIM) / trim_mean(reference_passes_s, TRIM))
