@@ -30,7 +30,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.stats import trim_mean
 
 from manylora.analysis.capacity import CapacityEstimate, measure_capacity
 from manylora.analysis.compare import CompareConfig, compare_runs, fidelity_table
@@ -42,8 +41,8 @@ from manylora.analysis.validate_results import (LevelResult, plot_fidelity, repo
                                                 step_table, summary_table)
 from manylora.analysis.validate_workload import (MODEL_SPECS, VALIDATION_GRID, ValidateConfig,
                                                  validation_trace)
-from manylora.engine.anchor_config import (TRIM, anchor_passes, anchor_times,
-                                           check_same_steps)
+from manylora.engine.anchor_config import (anchor_passes, anchor_times, check_same_steps,
+                                           mean_pass)
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import write_model
 from manylora.engine.profiler import ProfilerConfig, profile_engine
@@ -143,7 +142,7 @@ def replay_speed(run: Run, reference: tuple[list, list[float]] | None,
     steps, passes = anchor_passes(record, where)
     check_same_steps(steps, reference[0])
     return SpeedProfile.from_passes(anchor_times(record, where), passes,
-                                    float(trim_mean(reference[1], TRIM)), window,
+                                    mean_pass(reference[1]), window,
                                     f"speed anchor of {run.path.name} over the serving probes'")
 
 
@@ -175,18 +174,16 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
     speed = replay_speed(runs[compared], reference,
                          config.anchor.smooth_passes if config.anchor is not None else 1)
     compare = CompareConfig(tolerance=config.tolerance, labels=("engine", "simulator"))
-    result = LevelResult(rate, n, None, machine_load=machine_load,  # type: ignore[arg-type]
-                         reference=compared)
+    slowdown, unanchored = (math.nan,) * 3, None
     if speed is not None:  # anchored: the fitted model at profiling speed beside it
-        end = float((runs[compared].steps["start_s"] + runs[compared].steps["duration_s"])
-                    .max()) if len(runs[compared].steps) else 0.0
-        result = replace(result, speed=(speed.mean_factor(end), min(speed.factors),
-                                        max(speed.factors)))
-        log(f"  speed anchor during {compared}: {result.speed[0]:.3f} x the calibration's "
-            f"step time on average ({result.speed[1]:.3f}-{result.speed[2]:.3f})")
+        steps = runs[compared].steps
+        end = float((steps["start_s"] + steps["duration_s"]).max()) if len(steps) else 0.0
+        slowdown = (speed.mean_factor(end), min(speed.factors), max(speed.factors))
+        log(f"  speed anchor during {compared}: {slowdown[0]:.3f} x the calibration's "
+            f"step time on average ({slowdown[1]:.3f}-{slowdown[2]:.3f})")
         setup.simulate_run(trace, folder / "sim-unanchored", config.seed)
-        result = replace(result, unanchored=fidelity_table(
-            runs[compared], read_run(folder / "sim-unanchored"), compare))
+        unanchored = fidelity_table(runs[compared], read_run(folder / "sim-unanchored"),
+                                    compare)
     setup.simulate_run(trace, folder / "sim", config.seed, speed)
     comparison = compare_runs(runs[compared], read_run(folder / "sim"), folder / "compare",
                               compare, setup.cost_model)
@@ -195,7 +192,8 @@ def run_level(config: ValidateConfig, setup: Deployment, model: Path, engine: En
         repeat = compare_runs(runs[compared], runs[farthest], folder / "engine-repeat",
                               CompareConfig(tolerance=config.tolerance,
                                             labels=(compared, farthest)))
-    return replace(result, comparison=comparison, repeat=repeat)
+    return LevelResult(rate, n, comparison, repeat, machine_load, compared, slowdown,
+                       unanchored)
 
 
 def reference_replay(runs: dict[str, Run]) -> tuple[str, str | None]:

@@ -6,9 +6,9 @@ slower than when it was profiled, for minutes at a time and uniformly over step 
 near saturation continuous batching turns that into 20-50% of latency. A replay with an
 anchor pauses its clock every ``every_s`` seconds and times one pass over a few fixed steps
 (decode batches, prefills beside decodes) on a small pool of its own; the serving probes the
-cost model is calibrated on do the same. The ratio of the mean passes (``anchor_factor``) says
-how much slower or faster the machine ran during the replay than during calibration, measured
-by steps that are not the replay's own.
+cost model is calibrated on do the same. A replay's passes over the probes' mean pass
+(``mean_pass``) say how much slower or faster the machine ran at each moment of the replay
+than during calibration, measured by steps that are not the replay's own.
 """
 from __future__ import annotations
 
@@ -96,18 +96,23 @@ def check_same_steps(steps: Sequence[Mapping[str, int]],
                                   "with the same anchor settings")
 
 
-def anchor_factor(steps: Sequence[Mapping[str, int]], passes_s: Sequence[float],
-                  reference_steps: Sequence[Mapping[str, int]],
-                  reference_passes_s: Sequence[float]) -> float:
-    """Mean pass over the reference's mean pass (1.05: the machine ran 5% slower), each mean
-    trimmed of its 10% slowest and fastest passes (a pass that met a neighbour's burst says
-    little of the replay's speed); both must have timed the same steps, at least once."""
+def mean_pass(passes_s: Sequence[float]) -> float:
+    """The calibration's pass time: the mean pass trimmed of its 10% slowest and fastest
+    (a pass that met a neighbour's burst says little of the machine's speed)."""
     from scipy.stats import trim_mean  # here: scipy is slow to import for argument parsing
 
-    check_same_steps(steps, reference_steps)
-    if not len(passes_s) or not len(reference_passes_s):
-        raise ValueError("anchor_factor: an anchor without timed passes")
-    return float(trim_mean(passes_s, TRIM) / trim_mean(reference_passes_s, TRIM))
+    if not len(passes_s):
+        raise ValueError("mean_pass: an anchor without timed passes")
+    return float(trim_mean(passes_s, TRIM))
+
+
+def _pass_value(entry: Any, key: str, where: str, i: int, low: float, strict: bool) -> float:
+    value = entry.get(key) if isinstance(entry, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            (low < value if strict else low <= value) and value < math.inf):
+        raise ValueError(f"{where}.passes[{i}].{key}: expected seconds {'>' if strict else '>='}"
+                         f" {low:g}, got {value!r}")
+    return float(value)
 
 
 def anchor_passes(record: Any, where: str) -> tuple[list[dict[str, int]], list[float]]:
@@ -122,25 +127,14 @@ def anchor_passes(record: Any, where: str) -> tuple[list[dict[str, int]], list[f
                          f"{steps!r}")
     if not isinstance(passes, list) or not passes:
         raise ValueError(f"{where}.passes: expected a non-empty list, got {passes!r}")
-    seconds = []
-    for i, entry in enumerate(passes):
-        value = entry.get("seconds") if isinstance(entry, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0 < value < math.inf):
-            raise ValueError(f"{where}.passes[{i}].seconds: expected seconds > 0, got "
-                             f"{value!r}")
-        seconds.append(float(value))
+    seconds = [_pass_value(entry, "seconds", where, i, 0.0, True)
+               for i, entry in enumerate(passes)]
     return [dict(step) for step in steps], seconds
 
 
 def anchor_times(record: Mapping[str, Any], where: str) -> list[float]:
     """The clock time each pass of an anchor record began (seconds >= 0, in order)."""
-    times = []
+    times: list[float] = []
     for i, entry in enumerate(record.get("passes") or []):
-        value = entry.get("at_s") if isinstance(entry, Mapping) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0 <= value < math.inf) or (times and value < times[-1]):
-            raise ValueError(f"{where}.passes[{i}].at_s: expected seconds >= 0, in order, got "
-                             f"{value!r}")
-        times.append(float(value))
+        times.append(_pass_value(entry, "at_s", where, i, times[-1] if times else 0.0, False))
     return times

@@ -3,12 +3,14 @@
 On a shared machine the engine's steps ran 3-10% slower or faster than when it was profiled,
 changing within a minute (engine/anchor_config.py measures it with speed anchors). If the
 machine runs ``f(t)`` times slower at wall time ``t`` (piecewise constant), a cost model priced
-at profiling speed holds in *work time* ``tau``, with ``d tau = dt / f(t)``. So ``simulate_at``
-maps the trace's arrivals to work time, simulates with the cost model as it is, and maps every
-time of the result (admission, first token, finish, step starts and ends) back to wall time: a
-step of cost ``c`` then lasts ``c`` times the mean of ``f`` over it, and a queue that builds up
-during a slow spell builds up in the simulation too (a constant factor would spread it evenly
-over the run, and queueing delay grows faster than linearly in the slowdown). Torch-free.
+at profiling speed holds in *work time* ``tau``, with ``d tau = dt / f(t)``. So
+``Deployment.simulate_run(..., speed=)`` maps the trace's arrivals to work time
+(``work_time_trace``), simulates with the cost model as it is, and maps every time of the
+result (admission, first token, finish, step starts and ends) back to wall time
+(``to_wall_time``): a step of cost ``c`` then lasts ``c`` times the mean of ``f`` over it, and
+a queue that builds up during a slow spell builds up in the simulation too (a constant factor
+would spread it evenly over the run, and queueing delay grows faster than linearly in the
+slowdown). Torch-free.
 """
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ def _retimed(steps: StepLog, speed: SpeedProfile) -> StepLog:
 
 def to_wall_time(result: SimulationResult, trace: Trace, speed: SpeedProfile) -> SimulationResult:
     """A result simulated over the work-time trace, in wall time: arrivals exactly the
-    trace's, every other time through ``speed.to_wall``."""
+    trace's, every other time through ``speed.to_wall`` (its requests are changed in place)."""
     arrival = dict(zip(trace.column("request_id").tolist(),
                        trace.column("arrival_s").tolist()))
     for r in result.requests:

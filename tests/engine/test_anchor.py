@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manylora.engine.anchor_config import (AnchorConfig, AnchorMismatchError, anchor_factor,
+from manylora.engine.anchor_config import (AnchorConfig, AnchorMismatchError, check_same_steps,
                                            anchor_passes, anchor_points, anchor_record,
-                                           anchor_steps)
+                                           anchor_steps, anchor_times, mean_pass)
 from manylora.engine.engine_config import EngineConfig
 from manylora.engine.make_tiny import TinyModelSpec, make_tiny
 from manylora.engine.replay import ReplayConfig, replay_trace
@@ -44,15 +44,16 @@ def test_config_names_bad_fields(options, message):
         AnchorConfig(**options)
 
 
-def test_factor_is_the_ratio_of_trimmed_mean_passes_of_the_same_steps():
+def test_mean_pass_is_trimmed_and_steps_must_match():
+    assert mean_pass([0.2, 0.19, 0.21]) == pytest.approx(0.2)
+    # the slowest and fastest 10% of the passes are cut before averaging
+    assert mean_pass([0.2] * 8 + [2.0, 0.02]) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="without timed passes"):
+        mean_pass([])
     steps = anchor_steps(SMALL)
-    assert anchor_factor(steps, [0.2, 0.22], steps, [0.2, 0.19, 0.21]) == pytest.approx(1.05)
-    # the slowest and fastest 10% of each side's passes are cut before averaging
-    passes = [0.2] * 8 + [2.0, 0.02]
-    assert anchor_factor(steps, passes, steps, [0.25] * 10) == pytest.approx(0.8)
-    other = anchor_steps(AnchorConfig())
+    check_same_steps(steps, anchor_steps(SMALL))
     with pytest.raises(AnchorMismatchError, match="different steps"):
-        anchor_factor(steps, [1.0], other, [1.0])
+        check_same_steps(steps, anchor_steps(AnchorConfig()))
 
 
 def test_records_round_trip_and_bad_records_name_the_field():
@@ -62,6 +63,9 @@ def test_records_round_trip_and_bad_records_name_the_field():
     with pytest.raises(ValueError, match=r"run/meta.json: anchor.passes\[1\].seconds"):
         anchor_passes({**record, "passes": [{"seconds": 0.1}, {"seconds": -1}]},
                       "run/meta.json: anchor")
+    assert anchor_times(record, "x") == [0.0, 3.0]
+    with pytest.raises(ValueError, match=r"x.passes\[1\].at_s: expected seconds >= 3"):
+        anchor_times({"passes": [{"at_s": 3.0}, {"at_s": 1.0}]}, "x")
     with pytest.raises(ValueError, match="x.steps"):
         anchor_passes({**record, "steps": []}, "x")
 
