@@ -86,10 +86,15 @@ class ValidateConfig:
 
     def serving_probes(self, base: ServingProbeConfig) -> ServingProbeConfig:
         """``base``'s probes over this workload, seeded apart from the validated traces (which
-        use ``seed`` and ``seed + 1``), with this validation's speed anchor."""
-        return replace(base, num_adapters=self.num_adapters, prompt_range=self.prompt_range,
-                       output_range=self.output_range, ranks=self.ranks, cv=self.cv,
-                       seed=self.seed + 1000, anchor=self.anchor)
+        use ``seed`` and ``seed + 1``), with this validation's speed anchor, and one more
+        probe at the highest level when ``base`` stops short of it: near and past saturation
+        the replays run batches of 100-256 requests that the default probes (at most ~70 at
+        0.9) never do, and there the calibration decides the latency."""
+        top = max(self.levels)
+        loads = base.loads if top <= max(base.loads) else (*base.loads, top)
+        return replace(base, loads=loads, num_adapters=self.num_adapters,
+                       prompt_range=self.prompt_range, output_range=self.output_range,
+                       ranks=self.ranks, cv=self.cv, seed=self.seed + 1000, anchor=self.anchor)
 
     def requests_per_level(self, capacity_rps: float) -> int:
         """As many requests as fit in ``minutes`` of replay over all levels (a level at load

@@ -7,6 +7,13 @@ Fitting (``fit_profile``; the least squares are in cost_fit.py) uses two kinds o
   median a right-skewed busy machine pulls below it, is what a simulation must reproduce);
 - serving steps (the profiler's short real replays, when the profile has them): every step
   with its tiled duration, blocking adapter copies taken off (the model adds them back).
+  When the probes timed speed anchors, each probe's durations are first divided by how much
+  slower than the probes' mean its anchor passes ran (``Serving.probe_speeds``, stored as
+  ``probe_speed``): a shared machine drifts by a few percent between 8-second probes, and
+  without this a probe's drift became part of the model's cost for that probe's batches (the
+  0.9 probe's anchor read 3-5% slower than the probes' mean in three validate profiles). The
+  model then prices steps at the one speed the anchors' reference stands for, the one
+  validate rescales each replay's simulation from.
 
 Each candidate, a form of cost_terms.FORMS and a share ``w`` of the objective given to the
 serving steps (SERVING_WEIGHTS; only w = 0 without them), is fitted by non-negative least
@@ -61,11 +68,15 @@ def _load_model(profile: Profile) -> AdapterLoadModel:
 
 
 def _serving(calibration: Serving | None, form: str, loads: AdapterLoadModel,
-             folds: int) -> ServingSteps | None:
-    """The calibration probes' steps for ``form``, blocking copies taken off their durations."""
+             folds: int, speeds: Mapping[str, float] | None) -> ServingSteps | None:
+    """The calibration probes' steps for ``form``: each probe's durations at the calibration's
+    mean speed (divided by its ``speeds`` factor, when the probes timed speed anchors), blocking
+    copies taken off."""
     if calibration is None:
         return None
     shapes, seconds, probe = calibration.arrays()
+    if speeds is not None:
+        seconds = seconds / np.array([speeds[p.name] for p in calibration.probes])[probe]
     copies = (shapes[:, _LOADS[0]] * loads.host.latency_s
               + shapes[:, _LOADS[1]] / loads.host.bytes_per_s)
     return serving_steps(design_matrix(form, shapes), seconds - copies, probe, folds)
@@ -94,11 +105,13 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
     loads = _load_model(profile)
     calibration = profile.serving.calibration() if profile.serving is not None else None
     names = [p.name for p in calibration.probes] if calibration is not None else []
+    speeds = profile.serving.probe_speeds() if calibration is not None else None
     weights = SERVING_WEIGHTS if names else (0.0,)
     grid_cv: dict[tuple[str, float], dict[str, float]] = {}
     probe_cv: dict[tuple[str, float], dict[str, dict[str, float]]] = {}
     for form in FORMS:
-        design, serving = design_matrix(form, shapes), _serving(calibration, form, loads, folds)
+        design, serving = design_matrix(form, shapes), _serving(calibration, form, loads, folds,
+                                                                 speeds)
         for w in weights:
             grid, steps = held_out_predictions(design, seconds, split, serving, w,
                                                overhead_terms(form))
@@ -110,7 +123,8 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
         first = _rms_bias(probe_cv[candidate]) if names else grid_cv[candidate]["mape_pct"]
         return first, grid_cv[candidate]["mape_pct"], len(FORMS[candidate[0]])
     best, weight = min(grid_cv, key=score)
-    design, serving = design_matrix(best, shapes), _serving(calibration, best, loads, folds)
+    design, serving = design_matrix(best, shapes), _serving(calibration, best, loads, folds,
+                                                             speeds)
     fit = weighted_fit(design, seconds, serving, weight, overhead_terms(best))
     terms = list(FORMS[best])
     result = {
@@ -119,6 +133,7 @@ def fit_profile(profile: Profile, folds: int = DEFAULT_FOLDS,
         "serving_overhead": {terms[i]: float(c)
                              for i, c in zip(overhead_terms(best), fit.overhead)},
         "adapter_loads": loads.to_dict(),
+        "probe_speed": speeds,
         "cv": {"folds": folds, "seed": seed, "points": len(seconds),
                "forms": {f: grid_cv[f, weight] for f in FORMS}, "serving": None},
         "in_sample": errors_pct(design @ fit.grid, seconds),

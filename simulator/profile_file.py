@@ -19,7 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from manylora.engine.model_shape import TARGETS, ModelShape
-from manylora.engine.anchor_config import anchor_passes
+from manylora.engine.anchor_config import anchor_passes, mean_pass
 from manylora.engine.serving_probes import SATURATION_PROBE
 from manylora.engine.step_shape import STEP_SHAPE_FIELDS, StepShape
 from manylora.simulator.cost_base import CostModelError
@@ -105,6 +105,17 @@ class Serving:
                 return None
             passes += more
         return steps, passes
+
+    def probe_speeds(self) -> dict[str, float] | None:
+        """How many times slower than the calibration's mean each probe's machine ran: its
+        mean anchor pass over the mean pass of every probe (``mean_pass``, the reference
+        validate rescales replays by); None unless every probe timed the same anchor."""
+        anchor = self.anchor()
+        if anchor is None:
+            return None
+        reference = mean_pass(anchor[1])
+        return {p.name: mean_pass(anchor_passes(p.anchor, f"probe {p.name}")[1]) / reference
+                for p in self.probes}
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Shapes [n, fields], durations [n] and each step's probe index [n]."""

@@ -44,6 +44,15 @@ def test_requests_per_level_fit_the_budget():
         ValidateConfig(num_adapters=10, min_adapters=50)
 
 
+def test_serving_probes_reach_the_highest_level():
+    base = ServingProbeConfig()
+    assert base.loads == (0.3, 0.6, 0.9)
+    probes = ValidateConfig().serving_probes(base)
+    assert probes.loads == (0.3, 0.6, 0.9, 1.2) and probes.anchor == ValidateConfig().anchor
+    assert probes.seed == ValidateConfig().seed + 1000
+    assert ValidateConfig(levels=(0.5, 0.8)).serving_probes(base).loads == base.loads
+
+
 def test_validation_trace_spans_the_catalog():
     config = ValidateConfig()
     trace = validation_trace(config, rate_rps=20.0, num_requests=300)
@@ -101,6 +110,10 @@ def test_validate_end_to_end_at_toy_size(tmp_path):
         assert (tmp_path / folder / "engine-2" / "requests.csv").is_file()
     report = result.report.read_text()
     assert "## Fidelity:" in report and (tmp_path / "fidelity.png").is_file()
+    # the probes reach the highest level, and the fit prices them at one machine speed
+    profile = read_profile(tmp_path / "profile.json")
+    assert [p.name for p in profile.serving.probes] == ["saturation", "load-0.5", "load-1.2"]
+    assert profile.fit["probe_speed"] == pytest.approx(profile.serving.probe_speeds())
     assert pd.read_csv(tmp_path / "summary.csv").shape == (6, 13)
     assert result.summary["engine_noise"].notna().all()
     assert set(result.summary["engine_run"]) == {"engine"}  # two replays: the first

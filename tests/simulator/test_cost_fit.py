@@ -206,3 +206,40 @@ def test_serving_blocks_are_contiguous_within_each_probe():
     probe = np.array([0, 0, 0, 0, 1, 1, 1])
     steps = serving_steps(np.ones((7, 1)), np.ones(7), probe, folds=2)
     assert steps.block.tolist() == [0, 0, 1, 1, 0, 0, 1]
+
+
+def test_anchored_probes_are_fitted_at_the_calibrations_mean_speed():
+    """A probe during which the machine ran 1.3x slower (its anchor passes say so) teaches the
+    fit nothing about step shapes: its durations are divided by its speed before fitting."""
+    from manylora.engine.anchor_config import AnchorConfig, anchor_record
+
+    profile = with_serving_probes(synthetic_profile(200, noise=0.02, seed=11), 0.02, seed=12)
+    slow = {"saturation": 1.0, "load-0.3": 1.0, "load-0.6": 1.3}
+
+    def anchored(speed_of: dict[str, float]) -> Profile:
+        probes = tuple(dataclasses.replace(
+            p, duration_s=p.duration_s * speed_of[p.name],
+            anchor=anchor_record(AnchorConfig(), [(0.0, 0.1 * speed_of[p.name]),
+                                                  (1.0, 0.1 * speed_of[p.name])]))
+            for p in profile.serving.probes)
+        return dataclasses.replace(profile, serving=Serving(20.0, probes))
+
+    drifted = anchored(slow)
+    speeds = drifted.serving.probe_speeds()
+    # the reference is the mean pass of every probe: (0.1 + 0.1 + 0.13) / 3
+    assert speeds["load-0.6"] == pytest.approx(0.13 / 0.11)
+    assert speeds["saturation"] == pytest.approx(0.1 / 0.11)
+    fit = fit_profile(drifted)
+    assert fit["probe_speed"] == pytest.approx(speeds)
+    # priced at the probes' mean speed, 1.1x the machine of load-0.3, on every probe's steps
+    model = FittedCostModel.from_profile(dataclasses.replace(drifted, fit=fit))
+    truth = FittedCostModel("piecewise", TRUTH, TRUE_LOADS)
+    for probe in profile.serving.probes[1:]:
+        expected = 1.1 * (truth.step_times(probe.shapes) + OVERHEAD_S).sum()
+        assert model.step_times(probe.shapes).sum() == pytest.approx(expected, rel=0.01)
+    # without anchors the slow probe's drift would have gone into the model
+    unanchored = fit_profile(dataclasses.replace(drifted, serving=Serving(20.0, tuple(
+        dataclasses.replace(p, anchor=None) for p in drifted.serving.probes))))
+    assert unanchored["probe_speed"] is None
+    assert abs(unanchored["serving_in_sample"]["load-0.6"]["busy_bias_pct"]) > 5.0
+    assert all(abs(e["busy_bias_pct"]) < 0.5 for e in fit["serving_in_sample"].values())
