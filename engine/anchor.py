@@ -44,9 +44,15 @@ class AnchorRunner:
             fill_synthetic_adapters(self.runner.pool, rows, self.rng)
             self.rows.append(rows)
 
-    def timed_pass(self) -> float:
-        """Seconds to run every anchor step once."""
-        total = 0.0
+    def timed_pass(self) -> list[float]:
+        """Seconds each anchor step took (in ``anchor_points`` order), every step run once,
+        after ``settle_passes`` untimed passes (AnchorConfig says why)."""
+        for _ in range(self.config.settle_passes):
+            self._run_pass()
+        return self._run_pass()
+
+    def _run_pass(self) -> list[float]:
+        seconds = [0.0] * len(self.rows)
         greedy = SamplingParams()
         for i in self.rng.permutation(len(self.rows)):
             rows = self.rows[i]
@@ -54,5 +60,5 @@ class AnchorRunner:
             synchronize(self.runner.device)
             start = time.perf_counter()
             self.sampler.sample(self.runner.run(rows), params, [None] * len(params))
-            total += time.perf_counter() - start
-        return total
+            seconds[i] = time.perf_counter() - start
+        return seconds

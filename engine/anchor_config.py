@@ -5,7 +5,8 @@ A shared machine drifts: on this project's 2-core VM the engine's steps ran 3-10
 slower than when it was profiled, for minutes at a time and uniformly over step shapes, and
 near saturation continuous batching turns that into 20-50% of latency. A replay with an
 anchor pauses its clock every ``every_s`` seconds and times one pass over a few fixed steps
-(decode batches, prefills beside decodes) on a small pool of its own; the serving probes the
+(decode batches, prefills beside decodes) on a small pool of its own, right after an untimed
+one (``settle_passes``, AnchorConfig says why); the serving probes the
 cost model is calibrated on do the same. A replay's passes over the probes' mean pass
 (``mean_pass``) say how much slower or faster the machine ran at each moment of the replay
 than during calibration, measured by steps that are not the replay's own.
@@ -29,8 +30,16 @@ class AnchorMismatchError(ValueError):
 @dataclass(frozen=True)
 class AnchorConfig:
     """The anchor's steps and how often a replay times them. One pass takes about 0.16 s on
-    the tiny CPU model and single passes scatter by ~4%, so a pass every second (16% more wall
-    time, none of the replay's own) gives the mean of a 1-minute replay to about 0.5%."""
+    the tiny CPU model and single passes scatter by ~4%, so a pass every second gives the mean
+    of a 1-minute replay to about 0.5%.
+
+    A pass times what the machine does to these steps now, but also what ran just before:
+    right after the engine's large steps (batches of 250 with prefills) a pass took 1.0-2.6%
+    longer than right after small ones (its decode steps of 1-4 requests 9-16% longer; three
+    tries on the 2-core CPU), which misjudged a heavily loaded replay by that much. So each
+    timed pass follows ``settle_passes`` untimed ones, and starts from the state the anchor's
+    own steps leave (the same difference: 0.2-0.4%). Wall time grows by ~32%, the replay's
+    clock by nothing."""
 
     decode_batches: tuple[int, ...] = (1, 4, 16, 64, 128)
     decode_context: int = 48                  # tokens of context per decode request
@@ -39,6 +48,7 @@ class AnchorConfig:
     ranks: tuple[int, ...] = (8, 16, 32, 64)  # adapter ranks, cycled over the slots
     max_adapters: int = 32                    # distinct adapters in one step, at most
     every_s: float = 1.0                      # replay-clock seconds between passes
+    settle_passes: int = 1                    # untimed passes right before each timed one
     smooth_passes: int = 5                    # a pass's speed: the median of this many
     seed: int = 0
 
@@ -51,6 +61,9 @@ class AnchorConfig:
             raise ValueError(f"AnchorConfig sizes and ranks must be >= 1, got {self}")
         if not (math.isfinite(self.every_s) and self.every_s > 0):
             raise ValueError(f"AnchorConfig.every_s must be > 0, got {self.every_s!r}")
+        if self.settle_passes < 0:
+            raise ValueError(f"AnchorConfig.settle_passes must be >= 0, got "
+                             f"{self.settle_passes!r}")
         if self.smooth_passes < 1:
             raise ValueError(f"AnchorConfig.smooth_passes must be >= 1, got "
                              f"{self.smooth_passes!r}")
@@ -80,11 +93,18 @@ def anchor_steps(config: AnchorConfig) -> list[dict[str, int]]:
     return [dict(p.shape()._asdict()) for p in anchor_points(config)]
 
 
-def anchor_record(config: AnchorConfig, passes: Sequence[tuple[float, float]]) -> dict[str, Any]:
+def anchor_record(config: AnchorConfig,
+                  passes: Sequence[tuple[float, float | Sequence[float]]]) -> dict[str, Any]:
     """What a run records of its anchor: the settings, the steps, and each pass (clock time
-    it began, seconds it took)."""
+    it began, and the seconds it took, or each step's seconds in ``steps`` order: then
+    ``seconds`` is their sum and ``step_seconds`` lists them)."""
+    def entry(at: float, timed: float | Sequence[float]) -> dict[str, Any]:
+        if isinstance(timed, (int, float)):
+            return {"at_s": float(at), "seconds": float(timed)}
+        return {"at_s": float(at), "seconds": float(sum(timed)),
+                "step_seconds": [float(x) for x in timed]}
     return {"config": config.to_dict(), "steps": anchor_steps(config),
-            "passes": [{"at_s": float(at), "seconds": float(s)} for at, s in passes]}
+            "passes": [entry(at, timed) for at, timed in passes]}
 
 
 def check_same_steps(steps: Sequence[Mapping[str, int]],

@@ -135,9 +135,10 @@ def anchor_runner(engine: Engine, config: AnchorConfig) -> AnchorRunner:
 
 
 def drive(engine: Engine, trace: Trace, replay: ReplayConfig,
-          log: StepLog) -> list[tuple[float, float]]:
+          log: StepLog) -> list[tuple[float, list[float]]]:
     """Submit requests at their arrival times and step the engine until all are done; the
-    speed anchor's passes as (clock time, seconds), none without ``replay.anchor``.
+    speed anchor's passes as (clock time, each anchor step's seconds), none without
+    ``replay.anchor``.
 
     Each iteration reads the clock once: requests due by then are submitted and the step
     starts then. A step's row is written when the next iteration begins, with the duration up
@@ -157,7 +158,7 @@ def drive(engine: Engine, trace: Trace, replay: ReplayConfig,
     engine.stage_host_tier()    # before the clock starts, like the simulator's host tier
     engine.warmup(replay.seed)  # before the clock starts: one-time costs are not a step's
     anchor = anchor_runner(engine, replay.anchor) if replay.anchor is not None else None
-    passes: list[tuple[float, float]] = []
+    passes: list[tuple[float, list[float]]] = []
     if anchor is not None:
         anchor.timed_pass()  # one-time costs of the anchor's own batches
     t0, paused = time.perf_counter(), 0.0

@@ -2,6 +2,8 @@
 whose clock leaves them out."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,6 +40,7 @@ def test_points_are_decodes_alone_then_prefills_beside_decodes():
     ({"decode_batches": (0,)}, "must be >= 1"),
     ({"ranks": ()}, "must be >= 1"),
     ({"every_s": 0.0}, "every_s must be > 0"),
+    ({"settle_passes": -1}, "settle_passes must be >= 0"),
 ])
 def test_config_names_bad_fields(options, message):
     with pytest.raises(ValueError, match=message):
@@ -97,6 +100,10 @@ def test_a_replay_times_its_anchor_with_the_clock_paused(tmp_path):
     assert at[0] == pytest.approx(0.0, abs=0.05) and len(passes) >= 3
     assert np.all(np.diff(at[:-1]) >= SMALL.every_s - 1e-9)
     assert "anchor" not in json.loads((plain / "meta.json").read_text())
+    # each pass lists every anchor step's seconds, in the steps' order, summing to the pass
+    for entry in meta["anchor"]["passes"]:
+        assert len(entry["step_seconds"]) == len(steps) and min(entry["step_seconds"]) > 0
+        assert sum(entry["step_seconds"]) == pytest.approx(entry["seconds"])
     # steps tile the replay's clock, which leaves the passes out: the step rows still join
     steps_csv = pd.read_csv(anchored / "steps.csv")
     ends = (steps_csv["start_s"] + steps_csv["duration_s"]).to_numpy()[:-1]
@@ -106,3 +113,25 @@ def test_a_replay_times_its_anchor_with_the_clock_paused(tmp_path):
     assert steps_csv["duration_s"].max() < sum(passes) / len(passes) * 5
     finished = pd.read_csv(anchored / "requests.csv")
     assert (finished["status"] == "finished").all() and len(finished) == n
+
+
+@pytest.mark.parametrize("settle", [0, 2])
+def test_each_timed_pass_follows_its_untimed_settling_passes(tmp_path, settle):
+    from manylora.engine.anchor import AnchorRunner
+    from manylora.engine.engine import Engine
+
+    spec = TinyModelSpec(layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64,
+                         max_position_embeddings=128)
+    make_tiny(tmp_path / "tiny", spec, num_adapters=0, ranks=[4], seed=0)
+    engine = Engine(tmp_path / "tiny", None, EngineConfig(threads=1))
+    config = dataclasses.replace(SMALL, settle_passes=settle)
+    runner = AnchorRunner(engine.model, engine.layout, engine.dtype, config, ("q", "v"))
+    ran = []
+    run = runner.runner.run
+    runner.runner.run = lambda rows: ran.append(rows) or run(rows)
+    seconds = runner.timed_pass()
+    steps = len(anchor_points(config))
+    assert len(seconds) == steps and min(seconds) > 0
+    # every step once per settling pass, then once timed
+    assert len(ran) == steps * (settle + 1)
+    assert all(sum(r is rows for r in ran) == settle + 1 for rows in runner.rows)
